@@ -103,3 +103,7 @@ def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> tuple[str,
     """Cut ``text`` at the earliest stop string; report whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend's optional dependency or server is missing (message says what to install)."""

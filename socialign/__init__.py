@@ -1,0 +1,1 @@
+"""The `socialign` command line: parses arguments and calls agents, scenarios, sandbox, align."""

@@ -1,0 +1,38 @@
+"""Entry point: `socialign <command> ...`. Each command lives in socialign/commands/<name>.py."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import socialign.commands as commands_package
+from socialign.errors import user_error_types
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="socialign",
+        description="Simulate a society of LM agents to manufacture alignment data; train on it.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands_package.__path__), key=lambda m: m.name):
+        importlib.import_module(f"socialign.commands.{info.name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except user_error_types() as error:
+        print(f"socialign {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"socialign {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
