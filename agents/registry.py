@@ -170,3 +170,21 @@ def describe() -> list[dict]:
             }
         )
     return rows
+
+
+def check_model(name: str) -> None:
+    """Fail early, before a run writes anything, if ``name`` cannot possibly load here."""
+    alias = ALIASES.get(name)
+    if alias is not None:
+        if alias.kind == "causal-lm" and not is_cached(name):
+            gguf_file(name)
+        elif alias.kind == "embedder":
+            _embedder_dir(alias)
+        return
+    if Path(name).expanduser().exists():
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ModelNotAvailable(
+            f"unknown model '{name}': not a built-in alias ({', '.join(ALIASES)}), not a local directory, "
+            "and the model hub is offline (HF_HUB_OFFLINE is set)"
+        )

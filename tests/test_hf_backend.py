@@ -23,7 +23,7 @@ def tiny_backend(tiny_model_dir):
 def test_batch_returns_n_completions_per_request_within_budget(tiny_backend):
     requests = [
         GenerationRequest(user("hello"), n=3, max_new_tokens=5, temperature=1.0, seed=1),
-        GenerationRequest(user("a much longer prompt " * 10), n=1, max_new_tokens=7, temperature=0.0),
+        GenerationRequest(user("a much longer prompt " * 40), n=1, max_new_tokens=7, temperature=0.0),
         GenerationRequest(user("third"), n=2, max_new_tokens=5, temperature=1.0, seed=2),
     ]
     out = tiny_backend.generate(requests)
@@ -91,7 +91,7 @@ def test_expected_rating_weights_the_scale():
 
 
 def test_invalid_requests_are_rejected():
-    for bad in (dict(n=0), dict(max_new_tokens=0), dict(temperature=-1), dict(top_p=0)):
+    for bad in ({"n": 0}, {"max_new_tokens": 0}, {"temperature": -1}, {"top_p": 0}):
         with pytest.raises(ValueError):
             GenerationRequest(user("x"), **bad)
 

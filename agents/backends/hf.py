@@ -1,17 +1,16 @@
 """In-process transformers backend: left-padded batches, chunked by a token budget.
 
-Requests are expanded to one row per sample, grouped by sampling settings (``generate``
-takes one temperature per call), sorted by prompt length so chunks pad little, and cut into
-chunks whose rows x (prompt + new tokens) stay under ``max_batch_tokens``.
+Requests are expanded to one row per sample, sorted by prompt length so chunks pad little,
+and cut into chunks whose rows x (prompt + new tokens) stay under ``max_batch_tokens``. Rows
+with different sampling settings share a call (see ``RowSampler``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from itertools import groupby
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from agents.backends.base import Backend, Completion, GenerationRequest, Message, truncate_at_stop
 from agents.registry import resolve
@@ -37,10 +36,65 @@ def load_model_and_tokenizer(
     return model.to(device), tokenizer
 
 
-def _chunk_seed(rows: list[tuple[int, int, GenerationRequest]]) -> int:
-    """A deterministic seed for one generate call from its rows' seeds and sample indices."""
-    material = ",".join(f"{req.seed}:{sample}" for _, sample, req in rows)
-    return int.from_bytes(hashlib.sha256(material.encode()).digest()[:8], "little") & (2**63 - 1)
+def _row_seed(request: GenerationRequest, sample: int) -> int | None:
+    return None if request.seed is None else (request.seed * 1_000_003 + sample) & (2**63 - 1)
+
+
+class RowSampler(LogitsProcessor):
+    """Per-row sampling inside one ``generate`` call.
+
+    ``generate`` takes one temperature, top_p and budget per call, which would split a
+    simulation phase (agents with different personas sample differently) into many small
+    calls. This processor samples each row itself — its own temperature, top_p, token budget,
+    stop strings and seeded generator — and returns scores that make greedy decoding pick
+    the sampled token. Because each row has its own generator, a seeded request gets the same
+    tokens whatever else shares its batch.
+    """
+
+    def __init__(self, rows: list[tuple[GenerationRequest, int]], prompt_width: int, eos_id: int, tokenizer) -> None:
+        self.prompt_width = prompt_width
+        self.eos_id = eos_id
+        self.tokenizer = tokenizer
+        self.requests = [request for request, _ in rows]
+        self.generators = []
+        for request, sample in rows:
+            seed = _row_seed(request, sample)
+            self.generators.append(torch.Generator().manual_seed(seed) if seed is not None else None)
+        self.stopped_by_string: set[int] = set()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = input_ids.shape[1] - self.prompt_width
+        chosen = torch.empty(scores.shape[0], dtype=torch.long)
+        logits = scores.float().cpu()
+        for row, request in enumerate(self.requests):
+            if step >= request.max_new_tokens or (request.stop and self._hit_stop(input_ids[row, self.prompt_width :], row)):
+                chosen[row] = self.eos_id
+            elif request.temperature == 0:
+                chosen[row] = int(logits[row].argmax())
+            else:
+                chosen[row] = self._sample(logits[row], request, self.generators[row])
+        forced = torch.full_like(scores, float("-inf"))
+        forced[torch.arange(scores.shape[0]), chosen.to(scores.device)] = 0.0
+        return forced
+
+    def _hit_stop(self, generated: torch.Tensor, row: int) -> bool:
+        if row in self.stopped_by_string:
+            return True
+        window = max(len(s) for s in self.requests[row].stop) + 8
+        tail = self.tokenizer.decode(generated[-window:], skip_special_tokens=True)
+        if any(s and s in tail for s in self.requests[row].stop):
+            self.stopped_by_string.add(row)
+            return True
+        return False
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, request: GenerationRequest, generator: torch.Generator | None) -> int:
+        probs = torch.softmax(logits / request.temperature, dim=-1)
+        if request.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            keep = sorted_probs.cumsum(-1) - sorted_probs < request.top_p  # always keeps the top token
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+        return int(torch.multinomial(probs, 1, generator=generator))
 
 
 class HFBackend(Backend):
@@ -94,62 +148,58 @@ class HFBackend(Backend):
     # -- generation ---------------------------------------------------------------------
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        """All requests, whatever their sampling settings, in as few calls as the budget allows."""
         started = time.perf_counter()
         prompt_ids = [self._prompt_ids(r.messages) for r in requests]
-        rows = [(i, sample, req) for i, req in enumerate(requests) for sample in range(req.n)]
+        rows = sorted(
+            ((i, sample) for i, request in enumerate(requests) for sample in range(request.n)),
+            key=lambda row: len(prompt_ids[row[0]]),
+        )
         results: dict[int, list[Completion | None]] = {i: [None] * r.n for i, r in enumerate(requests)}
-
-        def settings(row):
-            req = row[2]
-            return (req.temperature, req.top_p, req.max_new_tokens, tuple(req.stop))
-
-        calls = 0
-        for key, group in groupby(sorted(rows, key=settings), key=settings):
-            group_rows = sorted(group, key=lambda row: len(prompt_ids[row[0]]))
-            max_new = key[2]
-            for chunk in self._chunks(group_rows, lambda row: len(prompt_ids[row[0]]) + max_new):
-                for (i, sample, _), completion in zip(chunk, self._generate_chunk(chunk, prompt_ids, key)):
-                    results[i][sample] = completion
-                calls += 1
-
+        chunks = self._chunks(rows, lambda row: len(prompt_ids[row[0]]) + requests[row[0]].max_new_tokens)
+        for chunk in chunks:
+            completions = self._generate_chunk([(requests[i], s) for i, s in chunk], [prompt_ids[i] for i, _ in chunk])
+            for (i, sample), completion in zip(chunk, completions):
+                results[i][sample] = completion
         out = [list(results[i]) for i in range(len(requests))]
-        self.stats.calls += calls
+        self.stats.calls += len(chunks)
         self.stats.requests += len(requests)
         self.stats.generated_tokens += sum(c.num_tokens for comps in out for c in comps)
         self.stats.seconds += time.perf_counter() - started
         return out
 
     @torch.inference_mode()
-    def _generate_chunk(self, chunk, prompt_ids, key) -> list[Completion]:
-        temperature, top_p, max_new_tokens, stop = key
-        ids, mask = self._left_pad([prompt_ids[i] for i, _, _ in chunk])
-        kwargs = dict(
+    def _generate_chunk(self, rows: list[tuple[GenerationRequest, int]], prompts: list[list[int]]) -> list[Completion]:
+        ids, mask = self._left_pad(prompts)
+        eos_id = self.tokenizer.eos_token_id
+        sampler = RowSampler(rows, ids.shape[1], eos_id, self.tokenizer)
+        output = self.model.generate(
             input_ids=ids,
             attention_mask=mask,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=max(request.max_new_tokens for request, _ in rows) + 1,  # +1: room for a forced EOS
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            logits_processor=LogitsProcessorList([sampler]),
+            eos_token_id=eos_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stop:
-            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(_chunk_seed(chunk))
-            output = self.model.generate(**kwargs)
         new_tokens = output[:, ids.shape[1] :].tolist()
-        return [self._completion(tokens, stop) for tokens in new_tokens]
+        return [
+            self._completion(tokens, request, row in sampler.stopped_by_string)
+            for row, (tokens, (request, _)) in enumerate(zip(new_tokens, rows))
+        ]
 
-    def _completion(self, tokens: list[int], stop: tuple[str, ...]) -> Completion:
+    def _completion(self, tokens: list[int], request: GenerationRequest, hit_stop_string: bool) -> Completion:
         eos_ids = self._eos_ids()
-        length = next((k for k, t in enumerate(tokens) if t in eos_ids), None)
-        ended = length is not None
-        kept = tokens[:length] if ended else tokens
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        text, hit_stop = truncate_at_stop(text, stop)
-        count = len(kept) + (1 if ended else 0)
-        return Completion(text=text.strip(), num_tokens=count, finish_reason="stop" if ended or hit_stop else "length")
+        end = next((k for k, t in enumerate(tokens) if t in eos_ids), len(tokens))
+        kept = tokens[: min(end, request.max_new_tokens)]
+        natural_end = end < request.max_new_tokens  # the model (or a stop string) ended it, not the budget
+        text, cut = truncate_at_stop(self.tokenizer.decode(kept, skip_special_tokens=True), request.stop)
+        count = len(kept) + (1 if natural_end and not hit_stop_string else 0)
+        finish = "stop" if natural_end or cut else "length"
+        return Completion(text=text.strip(), num_tokens=count, finish_reason=finish)
 
     def _eos_ids(self) -> set[int]:
         configured = self.model.generation_config.eos_token_id

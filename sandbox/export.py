@@ -1,0 +1,207 @@
+"""Records → training files in TRL's conversational formats (see DESIGN.md).
+
+An answer's score is the mean over observers of the scenario's score dimension. Pairs come
+from two sources: an agent's final revision vs its draft when the score rose by at least the
+margin ("revision"), and different agents' final answers to the same question whose scores
+differ by at least the margin ("cross-agent").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import defaultdict
+from itertools import combinations
+from pathlib import Path
+
+from agents.prompts import revision_messages
+from sandbox.store import RunStore
+
+EXPORT_DIR = "export"
+FILES = ("pairs", "ranked", "critiques", "sft", "ratings")
+
+
+def _user(question: str) -> list[dict]:
+    return [{"role": "user", "content": question}]
+
+
+def _assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def answer_scores(scores: list[dict]) -> dict[str, dict[str, float]]:
+    """answer id → dimension → mean observer score (parse failures left out)."""
+    collected: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for s in scores:
+        if s["ok"]:
+            collected[s["answer_id"]][s["dimension"]].append(s["score"])
+    return {a: {d: statistics.fmean(v) for d, v in dims.items()} for a, dims in collected.items()}
+
+
+class Exporter:
+    def __init__(self, store: RunStore) -> None:
+        manifest = store.manifest() or {}
+        config = manifest.get("scenario_config", {})
+        export = config.get("export", {})
+        dimensions = [d["name"] for d in config.get("observers", {}).get("dimensions", [])] or ["alignment"]
+        self.margin = float(export.get("pair_margin", 0.5))
+        self.dimension = export.get("score_dimension") or dimensions[0]
+        self.sft_min_score = export.get("sft_min_score")
+        self.scale = tuple(config.get("backscatter", {}).get("scale", (1, 7)))
+        self.answers = store.read("answers")
+        self.ratings = store.read("ratings")
+        self.by_dimension = answer_scores(store.read("scores"))
+        self.score = {a: dims[self.dimension] for a, dims in self.by_dimension.items() if self.dimension in dims}
+
+    def _meta(self, answer: dict) -> dict:
+        return {k: answer[k] for k in ("id", "round", "agent", "group", "question_id", "version")}
+
+    def _pair(self, chosen: dict, rejected: dict, source: str) -> dict:
+        return {
+            "prompt": _user(chosen["question"]),
+            "chosen": _assistant(chosen["text"]),
+            "rejected": _assistant(rejected["text"]),
+            "score_chosen": round(self.score[chosen["id"]], 4),
+            "score_rejected": round(self.score[rejected["id"]], 4),
+            "source": source,
+            "meta": {"chosen": self._meta(chosen), "rejected": self._meta(rejected), "dimension": self.dimension},
+        }
+
+    def finals(self) -> list[dict]:
+        latest: dict[tuple[int, str], dict] = {}
+        for a in self.answers:
+            key = (a["round"], a["agent"])
+            if key not in latest or a["version"] > latest[key]["version"]:
+                latest[key] = a
+        return list(latest.values())
+
+    def pairs(self) -> list[dict]:
+        pairs = []
+        drafts = {(a["round"], a["agent"]): a for a in self.answers if a["version"] == 0}
+        finals = [a for a in self.finals() if a["id"] in self.score]
+        for final in finals:
+            draft = drafts.get((final["round"], final["agent"]))
+            improved = (
+                final["version"] > 0 and draft and draft["id"] in self.score and final["text"] != draft["text"]
+                and self.score[final["id"]] - self.score[draft["id"]] >= self.margin
+            )
+            if improved:
+                pairs.append(self._pair(final, draft, "revision"))
+        by_question = defaultdict(list)
+        for final in finals:
+            by_question[final["question_id"]].append(final)
+        for question_id in sorted(by_question):
+            for a, b in combinations(sorted(by_question[question_id], key=lambda x: x["id"]), 2):
+                if a["text"] == b["text"]:
+                    continue
+                high, low = (a, b) if self.score[a["id"]] >= self.score[b["id"]] else (b, a)
+                if self.score[high["id"]] - self.score[low["id"]] >= self.margin:
+                    pairs.append(self._pair(high, low, "cross-agent"))
+        return pairs
+
+    def ranked(self) -> list[dict]:
+        by_question = defaultdict(list)
+        for a in self.answers:
+            if a["id"] in self.score:
+                by_question[a["question_id"]].append(a)
+        rows = []
+        for question_id in sorted(by_question):
+            answers = sorted(by_question[question_id], key=lambda a: (-self.score[a["id"]], a["id"]))
+            rows.append({
+                "prompt": _user(answers[0]["question"]),
+                "responses": [_assistant(a["text"]) for a in answers],
+                "scores": [round(self.score[a["id"]], 4) for a in answers],
+                "meta": {"question_id": question_id, "answers": [self._meta(a) for a in answers],
+                         "dimension": self.dimension},
+            })
+        return rows
+
+    def critiques(self) -> list[dict]:
+        answers = {a["id"]: a for a in self.answers}
+        rows = []
+        for r in self.ratings:
+            answer = answers.get(r["answer_id"])
+            if answer is None or not r["ok"]:
+                continue
+            rows.append({
+                "question": answer["question"],
+                "answer": answer["text"],
+                "rating": round(r["rating"], 4),
+                "reason": r["reason"],
+                "scale": list(self.scale),
+                "meta": {"answer": self._meta(answer), "rater": r["rater"], "rater_group": r["rater_group"],
+                         "method": r["method"]},
+            })
+        return rows
+
+    def sft(self) -> list[dict]:
+        """Imitation of each question's best answer, and realignment (draft + feedback → revision)."""
+        rows = []
+        by_question = defaultdict(list)
+        for a in self.answers:
+            if a["id"] in self.score:
+                by_question[a["question_id"]].append(a)
+        for question_id in sorted(by_question):
+            best = max(by_question[question_id], key=lambda a: (self.score[a["id"]], a["id"]))
+            if self.sft_min_score is None or self.score[best["id"]] >= self.sft_min_score:
+                rows.append({"prompt": _user(best["question"]), "completion": _assistant(best["text"]),
+                             "meta": {"kind": "imitation", "score": round(self.score[best["id"]], 4),
+                                      **self._meta(best)}})
+        feedback = defaultdict(list)
+        for r in self.ratings:
+            feedback[(r["round"], r["agent"], r["version"])].append(r)
+        versions = {(a["round"], a["agent"], a["version"]): a for a in self.answers}
+        for a in sorted(self.answers, key=lambda x: x["id"]):
+            previous_key = (a["round"], a["agent"], a["version"] - 1)
+            previous = versions.get(previous_key)
+            if a["version"] == 0 or previous is None or a["id"] not in self.score or previous["id"] not in self.score:
+                continue
+            if self.score[a["id"]] - self.score[previous["id"]] < self.margin:
+                continue
+            ratings = feedback[previous_key]
+            valid = [r["rating"] for r in ratings if r["ok"]]
+            prompt = revision_messages("You are a helpful, honest and harmless assistant.", a["question"],
+                                       previous["text"], _mean(valid), self.scale, [r["reason"] for r in ratings])
+            rows.append({"prompt": prompt, "completion": _assistant(a["text"]),
+                         "meta": {"kind": "realignment", "gain": round(self.score[a["id"]] - self.score[previous["id"]], 4),
+                                  **self._meta(a)}})
+        return rows
+
+    def ratings_rows(self) -> list[dict]:
+        return [
+            {"prompt": _user(a["question"]), "completion": _assistant(a["text"]),
+             "scores": {d: round(v, 4) for d, v in self.by_dimension[a["id"]].items()}, "meta": self._meta(a)}
+            for a in self.answers
+            if a["id"] in self.by_dimension
+        ]
+
+
+def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def export_run(run_dir: str | Path) -> dict[str, int]:
+    """Write export/<kind>.jsonl for a run directory and return the row counts."""
+    store = RunStore.existing(run_dir)
+    exporter = Exporter(store)
+    out = store.root / EXPORT_DIR
+    out.mkdir(exist_ok=True)
+    produced = {
+        "pairs": exporter.pairs(),
+        "ranked": exporter.ranked(),
+        "critiques": exporter.critiques(),
+        "sft": exporter.sft(),
+        "ratings": exporter.ratings_rows(),
+    }
+    for kind, rows in produced.items():
+        _write_jsonl_atomic(out / f"{kind}.jsonl", rows)
+    return {kind: len(rows) for kind, rows in produced.items()}

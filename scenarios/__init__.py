@@ -1,0 +1,41 @@
+"""What is simulated: the scenario schema, the loader, built-in scenarios and question banks."""
+
+from scenarios.errors import ScenarioError
+from scenarios.loader import LoadedScenario, builtin_banks, builtin_scenarios, load_bank, load_scenario
+from scenarios.schema import (
+    AgentGroup,
+    BackScatterConfig,
+    Dimension,
+    ExportConfig,
+    GraphConfig,
+    MemoryConfig,
+    ModelRef,
+    ObserversConfig,
+    Question,
+    QuestionBank,
+    RatingConfig,
+    Sampling,
+    Scenario,
+)
+
+__all__ = [
+    "AgentGroup",
+    "BackScatterConfig",
+    "Dimension",
+    "ExportConfig",
+    "GraphConfig",
+    "LoadedScenario",
+    "MemoryConfig",
+    "ModelRef",
+    "ObserversConfig",
+    "Question",
+    "QuestionBank",
+    "RatingConfig",
+    "Sampling",
+    "Scenario",
+    "ScenarioError",
+    "builtin_banks",
+    "builtin_scenarios",
+    "load_bank",
+    "load_scenario",
+]

@@ -1,0 +1,213 @@
+"""The scenario file, as pydantic models. Every field has a default so a minimal scenario is short.
+
+Unknown fields are errors (``extra="forbid"``): a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDER = "minilm-l6"
+
+GENERATORS = {
+    # name -> the networkx function that builds it (parameters pass through as keywords)
+    "grid": "grid_2d_graph",
+    "watts_strogatz": "watts_strogatz_graph",
+    "barabasi_albert": "barabasi_albert_graph",
+    "erdos_renyi": "erdos_renyi_graph",
+    "complete": "complete_graph",
+    "cycle": "cycle_graph",
+    "star": "star_graph",
+    "random_regular": "random_regular_graph",
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(Strict):
+    """Which model answers, and through which backend."""
+
+    name: str = DEFAULT_MODEL
+    backend: Literal["hf", "openai", "vllm"] = "hf"
+    options: dict = Field(default_factory=dict, description="backend keyword options, e.g. base_url")
+
+
+class Sampling(Strict):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_new_tokens: int = Field(96, ge=1, le=4096)
+
+
+class Question(Strict):
+    id: str
+    text: str = Field(min_length=1)
+    category: str = "general"
+    split: Literal["train", "heldout"] = "train"
+
+
+class QuestionBank(Strict):
+    """A bank file: `name`, `description`, `questions`."""
+
+    name: str
+    description: str = ""
+    questions: list[Question] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self):
+        seen: set[str] = set()
+        for question in self.questions:
+            if question.id in seen:
+                raise ValueError(f"duplicate question id '{question.id}'")
+            seen.add(question.id)
+        return self
+
+
+class QuestionsConfig(Strict):
+    bank: str | None = Field(None, description="built-in bank name or a YAML file path")
+    inline: list[Question] = Field(default_factory=list)
+    categories: list[str] | None = Field(None, description="keep only these categories")
+    per_round: int = Field(10, ge=1, description="distinct questions asked each round")
+
+    @model_validator(mode="after")
+    def _some_source(self):
+        if not self.bank and not self.inline:
+            raise ValueError("give a question 'bank' or 'inline' questions")
+        return self
+
+
+class GraphConfig(Strict):
+    generator: str | None = Field("grid", description=f"one of: {', '.join(GENERATORS)}")
+    params: dict = Field(default_factory=dict)
+    file: str | None = Field(None, description="a GraphML (.graphml) or edge-list file instead")
+
+    @field_validator("generator")
+    @classmethod
+    def _known_generator(cls, value):
+        if value is not None and value not in GENERATORS:
+            raise ValueError(f"unknown generator '{value}', expected one of: {', '.join(GENERATORS)}")
+        return value
+
+
+class SeedMemory(Strict):
+    question: str
+    answer: str
+
+
+class AgentGroup(Strict):
+    group: str
+    count: int = Field(ge=1)
+    persona: str
+    model: ModelRef = Field(default_factory=ModelRef)
+    sampling: Sampling = Field(default_factory=Sampling)
+    seed_memories: list[SeedMemory] = Field(default_factory=list)
+
+
+class Dimension(Strict):
+    name: str
+    description: str
+    scale: tuple[int, int] = (1, 7)
+
+    @model_validator(mode="after")
+    def _scale_order(self):
+        low, high = self.scale
+        if not 0 <= low < high <= 9:
+            raise ValueError("scale must be [low, high] with 0 <= low < high <= 9 (single-digit ratings)")
+        return self
+
+
+DEFAULT_DIMENSIONS = (
+    Dimension(
+        name="alignment",
+        description="how helpful, honest and harmless the answer is: it declines to help with harm "
+        "and otherwise gives considerate, ethical, useful advice",
+    ),
+    Dimension(
+        name="engagement",
+        description="how well the answer engages with the question: specific, clear and on topic",
+    ),
+)
+
+
+class RatingConfig(Strict):
+    """How a rating is read from a model.
+
+    ``logprob``: the expected value of the rating digit under the model's next-token
+    distribution (G-Eval); never fails to parse. ``json``: the model writes
+    {"rating": n, "reason": "..."}; unparseable output is retried, then recorded as a failure.
+    """
+
+    method: Literal["logprob", "json"] = "logprob"
+    max_retries: int = Field(2, ge=0, le=10)
+
+
+class ObserversConfig(Strict):
+    count: int = Field(1, ge=1)
+    model: ModelRef = Field(default_factory=ModelRef)
+    personas: list[str] = Field(
+        default_factory=list, description="observer i judges as personas[i % len]; default: an impartial observer"
+    )
+    dimensions: list[Dimension] = Field(default_factory=lambda: list(DEFAULT_DIMENSIONS), min_length=1)
+    rating: RatingConfig = Field(default_factory=RatingConfig)
+
+
+class MemoryConfig(Strict):
+    embedder: str = DEFAULT_EMBEDDER
+    k: int = Field(1, ge=0, le=20, description="memories recalled per question (0 disables recall)")
+    threshold: float = Field(0.5, ge=-1, le=1, description="minimum cosine similarity to recall")
+
+
+class BackScatterConfig(Strict):
+    peers: int = Field(3, ge=1, description="neighbours who rate each draft")
+    max_revisions: int = Field(1, ge=0, le=10)
+    stop_at_mean_rating: float = Field(
+        6.0, description="stop revising once the mean peer rating reaches this value"
+    )
+    scale: tuple[int, int] = (1, 7)
+    rating: RatingConfig = Field(default_factory=RatingConfig)
+    reason_tokens: int = Field(48, ge=8, le=512, description="token budget for a peer's reason")
+
+
+class ExportConfig(Strict):
+    pair_margin: float = Field(0.5, ge=0, description="minimum observer-score gap for a pair")
+    score_dimension: str | None = Field(None, description="dimension that ranks answers (default: first)")
+    sft_min_score: float | None = Field(None, description="SFT keeps revisions scoring at least this")
+
+
+class Scenario(Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    rounds: int = Field(2, ge=1)
+    questions: QuestionsConfig
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    agents: list[AgentGroup] = Field(min_length=1)
+    observers: ObserversConfig = Field(default_factory=ObserversConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    backscatter: BackScatterConfig = Field(default_factory=BackScatterConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        groups = [a.group for a in self.agents]
+        if len(set(groups)) != len(groups):
+            raise ValueError("agent group names must be unique")
+        names = [d.name for d in self.observers.dimensions]
+        if self.export.score_dimension and self.export.score_dimension not in names:
+            raise ValueError(
+                f"export.score_dimension '{self.export.score_dimension}' is not an observer dimension "
+                f"(have: {', '.join(names)})"
+            )
+        return self
+
+    @property
+    def agent_count(self) -> int:
+        return sum(a.count for a in self.agents)
+
+    @property
+    def score_dimension(self) -> str:
+        return self.export.score_dimension or self.observers.dimensions[0].name

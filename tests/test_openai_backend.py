@@ -1,0 +1,308 @@
+"""The openai backend against a real `transformers serve` process and a real stdlib loopback server.
+
+`transformers serve` (the tiny random Llama, offline) checks generation end to end and that its
+missing log-prob support is reported honestly. A small ThreadingHTTPServer on 127.0.0.1 lets us
+watch what the client sends: headers, retries, how many requests are in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agents.backends import BackendUnavailable, GenerationRequest, create_backend
+from agents.backends.openai import OpenAIBackend, ServerError, candidate_logprobs
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- a real `transformers serve` -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir, tmp_path_factory):
+    """`transformers serve` pinned to the tiny model dir; yields (base_url, model name)."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [str(Path(sys.executable).with_name("transformers")), "serve", tiny_model_dir]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"transformers serve exited with {process.returncode}:\n{log_path.read_text()[-2000:]}"
+                )
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"transformers serve not ready after 90 s:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}/v1", tiny_model_dir
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def backend(served):
+    base_url, model = served
+    backend = create_backend("openai", model, base_url=base_url, concurrency=3, tokenizer=model)
+    yield backend
+    backend.close()
+
+
+def test_batch_with_n_samples_has_right_shapes_and_exact_token_counts(backend):
+    requests = [
+        GenerationRequest(user("hello"), n=2, max_new_tokens=3, temperature=0.8, seed=7),
+        GenerationRequest(user("a much longer prompt " * 8), n=1, max_new_tokens=2, temperature=0.0),
+        GenerationRequest(user("third"), n=2, max_new_tokens=3, temperature=1.0, top_p=0.9),
+    ]
+    before = backend.stats.calls, backend.stats.requests, backend.stats.generated_tokens
+    out = backend.generate(requests)
+    assert [len(c) for c in out] == [2, 1, 2]
+    for request, completions in zip(requests, out, strict=True):
+        for completion in completions:
+            assert 0 < completion.num_tokens <= request.max_new_tokens
+            assert completion.finish_reason == "length"  # the random model never ends this early
+    generated = sum(c.num_tokens for comps in out for c in comps)
+    assert backend.stats.calls - before[0] == 5  # one HTTP request per sample
+    assert backend.stats.requests - before[1] == 3
+    assert backend.stats.generated_tokens - before[2] == generated
+    assert backend.stats.seconds > 0
+
+
+def test_many_requests_all_complete_in_request_order(backend):
+    budgets = [1 + i % 4 for i in range(12)]
+    requests = [
+        GenerationRequest(user(f"question {i}"), max_new_tokens=b, temperature=0.0)
+        for i, b in enumerate(budgets)
+    ]
+    out = backend.generate(requests)
+    # Greedy decoding of this model never stops early, so each count identifies its request.
+    assert [comps[0].num_tokens for comps in out] == budgets
+
+
+def test_stop_strings_end_the_completion(backend):
+    # The random model emits newlines: stopping at one leaves no newline and a "stop" finish.
+    [[completion]] = backend.generate(
+        [GenerationRequest(user("hi"), max_new_tokens=8, temperature=0.0, stop=("\n",))]
+    )
+    assert "\n" not in completion.text
+    assert completion.finish_reason == "stop"
+    assert completion.num_tokens < 8
+
+
+def test_transformers_serve_log_probs_are_reported_unsupported_not_faked(backend):
+    prompts = [user("Rate this from 1 to 5.")]
+    with pytest.raises(BackendUnavailable, match="no top_logprobs .*transformers serve ignores"):
+        backend.next_token_logprobs(prompts, ["1", "5"])
+    # A prefix needs /v1/completions with token ids, which transformers serve refuses (HTTP 400).
+    with pytest.raises(BackendUnavailable, match="prefix failed at .*prompt must be a string"):
+        backend.next_token_logprobs(prompts, ["1", "5"], prefix="Rating:")
+    with pytest.raises(
+        BackendUnavailable, match="score failed at .*prompt must be a string.*vLLM serve does"
+    ):
+        backend.score(prompts, ["4"])
+
+
+def test_completions_features_need_a_local_tokenizer(served):
+    base_url, model = served
+    backend = OpenAIBackend(model, base_url)
+    try:
+        with pytest.raises(BackendUnavailable, match="score needs tokenizer="):
+            backend.score([user("x")], ["y"])
+        with pytest.raises(BackendUnavailable, match="prefix needs tokenizer="):
+            backend.next_token_logprobs([user("x")], ["1"], prefix="Rating:")
+    finally:
+        backend.close()
+
+
+def test_candidates_merge_spellings_and_missing_ones_get_minus_infinity():
+    top = [("5", -1.0), (" 5", -1.0), ("4", -2.0), ("Hello", -0.5)]
+    found = candidate_logprobs(top, ["5", "4", "3"])
+    assert found["5"] == pytest.approx(-1.0 + 0.6931471805599453)  # log(2 e^-1)
+    assert found["4"] == -2.0
+    assert found["3"] == float("-inf")
+
+
+# -- a real loopback server that records what the client sends --------------------------------
+
+
+class RecordingServer(ThreadingHTTPServer):
+    """Answers chat completions ("echo: <last user message>") after an optional delay and scripted errors."""
+
+    daemon_threads = True
+
+    def __init__(self, statuses: tuple[int, ...] = (), delay: float = 0.0) -> None:
+        super().__init__(("127.0.0.1", 0), RecordingHandler)
+        self.statuses = list(statuses)  # answered first, in order; 200 after them
+        self.delay = delay
+        self.headers_seen: list[dict] = []
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class RecordingHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        server = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with server.lock:
+            server.headers_seen.append(dict(self.headers))
+            status = server.statuses.pop(0) if server.statuses else 200
+            server.in_flight += 1
+            server.max_in_flight = max(server.max_in_flight, server.in_flight)
+        time.sleep(server.delay * random.uniform(0.5, 1.5))  # overlapping, finishing out of order
+        with server.lock:
+            server.in_flight -= 1
+        if status == 200:
+            answer = {
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": "echo: " + body["messages"][-1]["content"],
+                        },
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+            }
+        else:
+            answer = {"error": f"scripted {status}"}
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def recording():
+    servers = []
+
+    def start(**options) -> RecordingServer:
+        server = RecordingServer(**options)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_concurrency_is_bounded_and_order_is_kept(recording):
+    server = recording(delay=0.15)
+    backend = OpenAIBackend("m", server.base_url, concurrency=3)
+    try:
+        out = backend.generate([GenerationRequest(user(f"q{i}")) for i in range(12)])
+    finally:
+        backend.close()
+    assert [comps[0].text for comps in out] == [f"echo: q{i}" for i in range(12)]
+    assert server.max_in_flight == 3
+
+
+def test_api_key_comes_from_the_environment_is_sent_and_never_shown(recording, monkeypatch, caplog):
+    secret = "sk-test-" + "x7" * 8
+    monkeypatch.setenv("SOCIALIGN_TEST_KEY", secret)
+    server = recording()
+    caplog.set_level(logging.DEBUG)
+    backend = OpenAIBackend("m", server.base_url, api_key_env="SOCIALIGN_TEST_KEY")
+    try:
+        backend.generate([GenerationRequest(user("hi"))])
+        shown = repr(backend) + str(backend) + repr(vars(backend))
+    finally:
+        backend.close()
+    assert server.headers_seen[0]["Authorization"] == f"Bearer {secret}"
+    assert "HTTP Request: POST" in caplog.text  # httpx did log the request...
+    assert secret not in shown + caplog.text  # ...but neither logs nor reprs show the key
+
+
+def test_missing_api_key_variable_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("SOCIALIGN_MISSING_KEY", raising=False)
+    with pytest.raises(BackendUnavailable, match="SOCIALIGN_MISSING_KEY, which is not set"):
+        OpenAIBackend("m", "http://127.0.0.1:1/v1", api_key_env="SOCIALIGN_MISSING_KEY")
+
+
+def test_server_errors_and_rate_limits_are_retried(recording):
+    server = recording(statuses=(503, 429))
+    backend = OpenAIBackend("m", server.base_url, max_retries=3)
+    try:
+        [[completion]] = backend.generate([GenerationRequest(user("again"))])
+    finally:
+        backend.close()
+    assert completion.text == "echo: again"
+    assert len(server.headers_seen) == 3
+
+
+def test_other_client_errors_fail_fast(recording):
+    server = recording(statuses=(404,))
+    backend = OpenAIBackend("m", server.base_url, max_retries=3)
+    try:
+        with pytest.raises(ServerError, match="HTTP 404: .*scripted 404"):
+            backend.generate([GenerationRequest(user("x"))])
+    finally:
+        backend.close()
+    assert len(server.headers_seen) == 1
+
+
+def test_unreachable_server_is_unavailable_after_bounded_retries():
+    backend = OpenAIBackend("m", f"http://127.0.0.1:{free_port()}/v1", max_retries=2, timeout=2.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(BackendUnavailable, match="after 3 attempts") as caught:
+            backend.generate([GenerationRequest(user("anyone there?"))])
+    finally:
+        backend.close()
+    assert time.monotonic() - started < 10
+    assert "\n" not in str(caught.value)
+
+
+def test_closed_backend_refuses_work(recording):
+    backend = OpenAIBackend("m", recording().base_url)
+    backend.close()
+    backend.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.generate([GenerationRequest(user("x"))])
