@@ -7,6 +7,7 @@ made-up number (SANDBOX stored a fake "8" on parse failures).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,3 +94,13 @@ def ratings_from_json(
     for i in pending:
         results[i] = Rating(None, "", False, max_retries + 1, last_raw[i])
     return [r for r in results if r is not None]
+
+
+def first_preferred_probability(backend: Backend, prompts: list[list[Message]]) -> list[float | None]:
+    """P(the judge answers "1") renormalised over {"1", "2"}; None if neither has mass."""
+    distributions = backend.next_token_logprobs(prompts, ["1", "2"]) if prompts else []
+    probabilities = []
+    for distribution in distributions:
+        one, two = (math.exp(distribution.get(c, -math.inf)) for c in ("1", "2"))
+        probabilities.append(one / (one + two) if one + two > 0 else None)
+    return probabilities

@@ -23,6 +23,7 @@ from agents import prompts
 from agents.backends import Backend, Completion, GenerationRequest, Message
 from agents.judge import Rating, ratings_from_json, ratings_from_logprobs
 from agents.memory import MemoryItem
+from sandbox.observers import ObserverPanel
 from sandbox.world import Agent
 
 if TYPE_CHECKING:
@@ -216,42 +217,11 @@ class Round:
         return _per_backend(by_backend, call)
 
     def observe(self, answers: list[dict]) -> list[dict]:
-        observers = self.sim.scenario.observers
-        backend = self.sim.backend(observers.model)
-        personas = observers.personas or [prompts.OBSERVER_PERSONA]
-        as_json = observers.rating.method == "json"
-        work = [
-            (answer, observer, dimension)
-            for answer in answers
-            for observer in range(observers.count)
-            for dimension in observers.dimensions
-        ]
-        messages = [
-            prompts.observer_messages(d.name, d.description, tuple(d.scale), a["question"], a["text"], as_json,
-                                      personas[o % len(personas)])
-            for a, o, d in work
-        ]
-        ratings: list[Rating] = [None] * len(work)  # type: ignore[list-item]
-        # One call per distinct scale (the digits read differ), normally exactly one.
-        by_scale: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for position, (_, _, dimension) in enumerate(work):
-            by_scale[tuple(dimension.scale)].append(position)
-        for scale, positions in by_scale.items():
-            batch = [messages[p] for p in positions]
-            if as_json:
-                def request_for(i, m, attempt, positions=positions):
-                    answer, observer, dimension = work[positions[i]]
-                    return GenerationRequest(m, temperature=0.7, max_new_tokens=24, seed=self._seed(
-                        "observe", answer["id"], observer, dimension.name, attempt))
-
-                found = ratings_from_json(backend, batch, scale, request_for, observers.rating.max_retries)
-            else:
-                found = ratings_from_logprobs(backend, batch, scale)
-            for position, rating in zip(positions, found):
-                ratings[position] = rating
+        panel = ObserverPanel(self.sim.scenario.observers, self.sim.backend(self.sim.scenario.observers.model))
+        scored = panel.score([(a["question"], a["text"]) for a in answers], self._seed("observe"))
         return [
             {
-                "id": f"{answer['id']}/obs{observer}/{dimension.name}",
+                "id": f"{answer['id']}/obs{score.observer}/{score.dimension}",
                 "round": self.index,
                 "phase": "observe",
                 "answer_id": answer["id"],
@@ -259,14 +229,15 @@ class Round:
                 "group": answer["group"],
                 "question_id": answer["question_id"],
                 "version": answer["version"],
-                "observer": observer,
-                "dimension": dimension.name,
-                "score": rating.value,
-                "ok": rating.ok,
-                "attempts": rating.attempts,
-                "method": observers.rating.method,
+                "observer": score.observer,
+                "dimension": score.dimension,
+                "score": score.rating.value,
+                "ok": score.rating.ok,
+                "attempts": score.rating.attempts,
+                "method": panel.config.rating.method,
             }
-            for (answer, observer, dimension), rating in zip(work, ratings)
+            for answer, scores in zip(answers, scored)
+            for score in scores
         ]
 
     def remember(self, finals: list[dict]) -> list[dict]:

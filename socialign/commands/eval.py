@@ -1,0 +1,29 @@
+"""`socialign eval --model A [--baseline B] --scenario S`: judged scores and pairwise win rate."""
+
+from __future__ import annotations
+
+from align.eval import EvalSettings, evaluate, markdown_table, write_report
+from scenarios import load_scenario
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="score a model on a scenario's held-out questions")
+    parser.add_argument("--model", required=True, help="trained model dir, alias or path")
+    parser.add_argument("--baseline", help="compare against this model (pairwise, both orders)")
+    parser.add_argument("--scenario", default="quick", help="built-in name or YAML path (held-out questions)")
+    parser.add_argument("--limit", type=int, help="evaluate at most this many held-out questions")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="write eval.json and eval.md here (default: the model dir if local)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    loaded = load_scenario(args.scenario)
+    settings = EvalSettings(limit=args.limit, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    report = evaluate(loaded, args.model, args.baseline, settings)
+    print(markdown_table(report))
+    if args.out:
+        json_path, markdown_path = write_report(report, args.out)
+        print(f"report: {json_path}\ntable:  {markdown_path}")
+    return 0
