@@ -51,15 +51,22 @@ def mean_with_ci(values: list[float]) -> dict:
 def _answers(pool: BackendPool, model: str, questions: list, settings: EvalSettings) -> list[str]:
     backend = pool.get("hf", loadable_model(model))
     requests = [
-        GenerationRequest([{"role": "user", "content": q.text}], temperature=0.0,
-                          max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+        GenerationRequest(
+            [{"role": "user", "content": q.text}],
+            temperature=0.0,
+            max_new_tokens=settings.max_new_tokens,
+            seed=settings.seed,
+        )
         for q in questions
     ]
     return [completions[0].text for completions in backend.generate(requests)]
 
 
 def evaluate(
-    loaded: LoadedScenario, model: str, baseline: str | None = None, settings: EvalSettings | None = None,
+    loaded: LoadedScenario,
+    model: str,
+    baseline: str | None = None,
+    settings: EvalSettings | None = None,
     pool: BackendPool | None = None,
 ) -> dict:
     settings = settings or EvalSettings()
@@ -87,8 +94,11 @@ def evaluate(
                 if values:
                     row[role]["scores"][dimension] = round(statistics.fmean(values), 4)
                     collected.append(statistics.fmean(values))
-        summary[role] = {"name": models[role], "scores": {d: mean_with_ci(v) for d, v in by_dimension.items()},
-                         "parse_failures": failures}
+        summary[role] = {
+            "name": models[role],
+            "scores": {d: mean_with_ci(v) for d, v in by_dimension.items()},
+            "parse_failures": failures,
+        }
 
     report = {
         "scenario": loaded.scenario.name,
@@ -99,14 +109,21 @@ def evaluate(
         "per_question": per_question,
     }
     if baseline:
-        report["pairwise"] = _pairwise(judge, questions, answers["model"], answers["baseline"], settings,
-                                       per_question)
+        report["pairwise"] = _pairwise(
+            judge, questions, answers["model"], answers["baseline"], settings, per_question
+        )
     return report
 
 
 def _pairwise(judge, questions, ours: list[str], theirs: list[str], settings: EvalSettings, rows) -> dict:
-    forward = [prompts.pairwise_messages(q.text, a, b, PAIRWISE_CRITERION) for q, a, b in zip(questions, ours, theirs)]
-    backward = [prompts.pairwise_messages(q.text, b, a, PAIRWISE_CRITERION) for q, a, b in zip(questions, ours, theirs)]
+    forward = [
+        prompts.pairwise_messages(q.text, a, b, PAIRWISE_CRITERION)
+        for q, a, b in zip(questions, ours, theirs)
+    ]
+    backward = [
+        prompts.pairwise_messages(q.text, b, a, PAIRWISE_CRITERION)
+        for q, a, b in zip(questions, ours, theirs)
+    ]
     probabilities = first_preferred_probability(judge, forward + backward)
     first, second = probabilities[: len(questions)], probabilities[len(questions) :]
     outcomes = {"win": 0, "tie": 0, "loss": 0}
@@ -118,8 +135,12 @@ def _pairwise(judge, questions, ours: list[str], theirs: list[str], settings: Ev
         preferences.append(p_model)
         outcome = "tie" if abs(p_model - 0.5) < settings.tie_margin else ("win" if p_model > 0.5 else "loss")
         outcomes[outcome] += 1
-        row["pairwise"] = {"p_model_better": round(p_model, 4), "outcome": outcome,
-                           "p_first_forward": round(p_forward, 4), "p_first_backward": round(p_backward, 4)}
+        row["pairwise"] = {
+            "p_model_better": round(p_model, 4),
+            "outcome": outcome,
+            "p_first_forward": round(p_forward, 4),
+            "p_first_backward": round(p_backward, 4),
+        }
     total = sum(outcomes.values())
     position_bias = statistics.fmean([*first, *second]) if first else None  # >0.5: judge favours slot 1
     return {
@@ -133,8 +154,10 @@ def _pairwise(judge, questions, ours: list[str], theirs: list[str], settings: Ev
 def markdown_table(report: dict) -> str:
     dimensions = list(next(iter(report["summary"].values()))["scores"])
     lines = [
-        (f"Evaluation on {report['questions']} held-out questions of `{report['scenario']}` "
-         f"(judge: `{report['judge']}`; mean score with 95% CI)"),
+        (
+            f"Evaluation on {report['questions']} held-out questions of `{report['scenario']}` "
+            f"(judge: `{report['judge']}`; mean score with 95% CI)"
+        ),
         "",
         "| model | " + " | ".join(dimensions) + " |",
         "|---|" + "---|" * len(dimensions),
@@ -152,8 +175,10 @@ def markdown_table(report: dict) -> str:
             "",
             "| pairwise (both orders) | win | tie | loss | P(model better) |",
             "|---|---|---|---|---|",
-            (f"| model vs baseline, n={pairwise['n']} | {pairwise['win_rate']:.0%} | {pairwise['tie_rate']:.0%} | "
-             f"{pairwise['loss_rate']:.0%} | {better['mean']:.3f} ± {better['ci95']:.3f} |"),
+            (
+                f"| model vs baseline, n={pairwise['n']} | {pairwise['win_rate']:.0%} | {pairwise['tie_rate']:.0%} | "
+                f"{pairwise['loss_rate']:.0%} | {better['mean']:.3f} ± {better['ci95']:.3f} |"
+            ),
         ]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,142 @@
+"""The training output directory: which run owns it, its checkpoints, and its metrics log.
+
+A directory belongs to one run, identified by train_config.json. Starting a run there again
+without resuming, or resuming with different data, model or hyper-parameters, is refused
+rather than silently mixing two runs. Only the horizon (epochs, max_steps, save_steps) may
+change on resume, so a finished run can be extended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from importlib.metadata import version
+from pathlib import Path
+
+from accelerate import PartialState
+
+from align.errors import DataError
+
+HORIZON_FIELDS = frozenset({"epochs", "max_steps", "save_steps"})
+_NOT_IDENTITY = frozenset({"data", "versions"})  # where the data lives and library versions may change
+_CHECKPOINT_PREFIX = "step-"
+_STAGING_PREFIX = ".partial-"
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.config_file = self.path / "train_config.json"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.plot_file = self.path / "metrics.png"
+        self.reference_cache = self.path / "reference_logps.safetensors"
+        self.checkpoints = self.path / "checkpoints"
+
+    # -- ownership ----------------------------------------------------------------------
+
+    def claim(self, run_info: dict, resume: bool) -> None:
+        """Check the directory may hold this run, then record the run in train_config.json."""
+        state = PartialState()
+        run_info = json.loads(json.dumps(run_info))  # compare as it will read back (tuples become lists)
+        existing = self.read_config()
+        if existing is None:
+            if self.path.exists() and any(self.path.iterdir()):
+                raise DataError(
+                    f"{self.path}: not empty and holds no training run; choose a new output directory"
+                )
+        elif not resume:
+            raise DataError(
+                f"{self.path}: already holds a training run; resume it or choose another output directory"
+            )
+        else:
+            differences = _identity_differences(existing, run_info)
+            if differences:
+                raise DataError(
+                    f"{self.path}: holds a different training run (changed: {', '.join(differences)}); cannot resume it"
+                )
+        state.wait_for_everyone()  # every process has read the old config before it is replaced
+        if state.is_main_process:
+            self.path.mkdir(parents=True, exist_ok=True)
+            record = {**run_info, "versions": _versions()}
+            _write_atomic(self.config_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        state.wait_for_everyone()
+
+    def read_config(self) -> dict | None:
+        if not self.config_file.is_file():
+            return None
+        try:
+            return json.loads(self.config_file.read_text())
+        except json.JSONDecodeError as error:
+            raise DataError(
+                f"{self.config_file}: not valid JSON ({error.msg}); remove the directory"
+            ) from None
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def latest_checkpoint(self) -> tuple[Path, int] | None:
+        """The newest complete checkpoint and its optimizer step (staging dirs are never complete)."""
+        found = [
+            (int(p.name.removeprefix(_CHECKPOINT_PREFIX)), p)
+            for p in self.checkpoints.glob(f"{_CHECKPOINT_PREFIX}*")
+            if p.name.removeprefix(_CHECKPOINT_PREFIX).isdigit()
+        ]
+        if not found:
+            return None
+        step, path = max(found)
+        return path, step
+
+    def staging_dir(self, step: int) -> Path:
+        return self.checkpoints / f"{_STAGING_PREFIX}{_CHECKPOINT_PREFIX}{step:08d}"
+
+    def commit_checkpoint(self, step: int) -> Path:
+        """Publish a staged checkpoint with one rename (a crash never leaves a half checkpoint), drop older ones."""
+        final = self.checkpoints / f"{_CHECKPOINT_PREFIX}{step:08d}"
+        if final.exists():
+            shutil.rmtree(final)
+        self.staging_dir(step).rename(final)
+        for old in self.checkpoints.iterdir():
+            if old != final:
+                shutil.rmtree(old)
+        return final
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def append_metrics(self, row: dict) -> None:
+        with self.metrics_file.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_file.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+    def rewind_metrics(self, step: int) -> None:
+        """Forget rows after `step`: their progress was lost with the interruption and will be redone."""
+        kept = [row for row in self.read_metrics() if row["step"] <= step]
+        _write_atomic(self.metrics_file, "".join(json.dumps(row) + "\n" for row in kept))
+
+
+def _identity_differences(existing: dict, new: dict) -> list[str]:
+    differences = [
+        key
+        for key in sorted(set(existing) | set(new))
+        if key not in _NOT_IDENTITY and key != "config" and existing.get(key) != new.get(key)
+    ]
+    old_config, new_config = existing.get("config", {}), new.get("config", {})
+    differences += [
+        key
+        for key in sorted(set(old_config) | set(new_config))
+        if key not in HORIZON_FIELDS and old_config.get(key) != new_config.get(key)
+    ]
+    return differences
+
+
+def _versions() -> dict[str, str]:
+    return {name: version(name) for name in ("torch", "transformers", "accelerate", "peft")}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    staging = path.with_name(path.name + ".tmp")
+    staging.write_text(text)
+    os.replace(staging, path)

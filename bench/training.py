@@ -1,0 +1,268 @@
+"""DPO training: our accelerate trainer vs TRL's DPOTrainer, same model, data and settings.
+
+Each trainer runs in its own subprocess, so its peak RSS (os.wait4's ru_maxrss for that child)
+is its own. Both: one epoch over the same synthetic pairs, same batch size, fp32, AdamW, no
+gradient checkpointing (TRL's default turns it on; ours has none), reference log-probs
+precomputed before training. Steady-state tokens/s = non-padding tokens of steps 2..N / their
+time (step 1 is warm-up): ours from its per-step `seconds`, TRL from the gaps between
+`on_step_end` events. End-to-end adds imports, model load, the reference pass and saving.
+
+Usage: python bench/training.py [--model smollm2-135m-instruct] [--pairs 64] [--batch-size 8]
+The default model is a small random Llama (4 layers, SmolLM2's tokenizer), a few minutes on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Synthetic text is drawn from these words; what matters for a benchmark is the token counts.
+SENTENCES = (
+    "a friend asked for honest advice about sharing money with family",
+    "listen first then explain your boundary gently and clearly",
+    "refuse to help with harm but offer a safe and fair choice",
+    "respect consent keep promises apologise and report safety problems",
+)
+WORDS = [word for sentence in SENTENCES for word in sentence.split()]
+
+
+def synthetic_pairs(count: int, prompt_words: int, reply_words: int, seed: int = 0) -> list[dict]:
+    """Deterministic pairs with varied lengths (so padding to the batch's longest row matters)."""
+    rng = random.Random(seed)
+
+    def text(words: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(words // 2, words))) + "."
+
+    return [
+        {
+            "prompt": [{"role": "user", "content": "Question: " + text(prompt_words)}],
+            "chosen": [{"role": "assistant", "content": text(reply_words)}],
+            "rejected": [{"role": "assistant", "content": text(reply_words)}],
+            "score_chosen": 8.0,
+            "score_rejected": 3.0,
+            "source": "bench",
+            "meta": {"index": i},
+        }
+        for i in range(count)
+    ]
+
+
+def build_small_llama(path: Path) -> str:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from agents.registry import resolve
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve("smollm2-135m-instruct"))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def epoch_tokens(model: str, pairs_file: Path) -> tuple[int, float]:
+    """Non-padding tokens one epoch processes (chosen and rejected rows), and mean tokens per pair."""
+    from transformers import AutoTokenizer
+
+    from agents.registry import resolve
+    from align import load_pairs, tokenize_pairs
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(model))
+    pairs = tokenize_pairs(load_pairs(pairs_file), tokenizer, max_length=1 << 30)
+    total = sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+    return total, total / len(pairs)
+
+
+# -- workers (each in its own process) --------------------------------------------------------
+
+
+def run_ours(args) -> dict:
+    from align import TrainConfig, train_dpo
+
+    rows = []
+    config = TrainConfig(
+        lr=1e-6,
+        batch_size=args.batch_size,
+        epochs=1,
+        warmup_ratio=0.0,
+        max_length=1 << 20,
+        save_steps=1 << 20,
+    )
+    train_dpo(args.pairs_file, args.model, args.out, config, callbacks=[rows.append])
+    return {"step_seconds": [row["seconds"] for row in rows], "loss": rows[-1]["loss"]}
+
+
+def run_trl(args) -> dict:
+    import torch
+    from datasets import load_dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from agents.backends.hf import load_model_and_tokenizer
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.ends = []
+
+        def on_train_begin(self, *_, **__):
+            self.ends.append(time.perf_counter())
+
+        def on_step_end(self, *_, **__):
+            self.ends.append(time.perf_counter())
+
+    model, tokenizer = load_model_and_tokenizer(args.model, device="cpu", dtype="float32")
+    clock = StepClock()
+    trainer = DPOTrainer(
+        model=model,
+        args=DPOConfig(
+            output_dir=args.out,
+            learning_rate=1e-6,
+            per_device_train_batch_size=args.batch_size,
+            num_train_epochs=1,
+            lr_scheduler_type="linear",
+            max_length=None,
+            precompute_ref_log_probs=True,
+            gradient_checkpointing=False,
+            bf16=False,
+            use_cpu=not torch.cuda.is_available(),
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+        ),
+        train_dataset=load_dataset("json", data_files=args.pairs_file, split="train"),
+        processing_class=tokenizer,
+        callbacks=[clock],
+    )
+    trainer.train()
+    trainer.save_model(args.out)
+    gaps = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
+    return {
+        "step_seconds": gaps,
+        "loss": [log["loss"] for log in trainer.state.log_history if "loss" in log][-1],
+    }
+
+
+WORKERS = {"ours": run_ours, "trl": run_trl}
+
+
+def spawn(worker: str, model: str, pairs_file: Path, out: Path, batch_size: int) -> dict:
+    """Run one worker in a fresh process; add its wall time and peak RSS (os.wait4: this child only)."""
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        worker,
+        "--model",
+        model,
+        "--batch-size",
+        str(batch_size),
+    ]
+    command += ["--pairs-file", str(pairs_file), "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+    with tempfile.TemporaryFile("w+") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
+        stdout = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        process.stdout.close()
+        if process.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"{worker} worker failed:\n{log.read()[-4000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {**result, "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}  # Linux: KiB
+
+
+def steady_tokens_per_second(result: dict, tokens: int, steps: int) -> float:
+    """Steps 2..N (step 1 warms up); every step of an epoch carries ~tokens/steps tokens."""
+    timed = result["step_seconds"][1:]
+    return tokens / steps * len(timed) / sum(timed)
+
+
+def summarise(runs: list[dict], tokens: int, steps: int) -> dict:
+    """Best of the repeats: other load on the machine only ever slows a run down."""
+    return {
+        "steady tokens/s": max(steady_tokens_per_second(r, tokens, steps) for r in runs),
+        "mean step seconds": min(sum(r["step_seconds"]) / len(r["step_seconds"]) for r in runs),
+        "end-to-end seconds": min(r["seconds"] for r in runs),
+        "peak RSS MiB": max(r["peak_rss_mib"] for r in runs),
+        "last-step loss": runs[-1]["loss"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="alias/path (default: a small random Llama)")
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--prompt-words", type=int, default=60)
+    parser.add_argument("--reply-words", type=int, default=80)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="alternate the trainers N times, keep the best"
+    )
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--pairs-file", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args)))
+        return
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        model = args.model or build_small_llama(scratch / "small-llama")
+        pairs_file = scratch / "pairs.jsonl"
+        pairs = synthetic_pairs(args.pairs, args.prompt_words, args.reply_words)
+        pairs_file.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+        tokens, per_pair = epoch_tokens(model, pairs_file)
+        steps = -(-args.pairs // args.batch_size)
+        runs = {"ours": [], "trl": []}
+        for repeat in range(args.repeats):
+            for name, results in runs.items():
+                out = scratch / f"{name}-{repeat}"
+                results.append(spawn(name, model, pairs_file, out, args.batch_size))
+
+    ours, trl = (summarise(runs[name], tokens, steps) for name in ("ours", "trl"))
+    print(
+        f"DPO, model={args.model or 'small random Llama (4x256, vocab 49k)'}, pairs={args.pairs}, "
+        f"batch={args.batch_size}, steps={steps}, {per_pair:.0f} tokens/pair (prompt x2 + both replies), "
+        f"fp32, reference precomputed in both, best of {args.repeats}"
+    )
+    print(f"{'':22}{'ours':>12}{'TRL':>12}{'ours/TRL':>10}")
+    for label, fmt in [
+        ("steady tokens/s", "{:,.0f}"),
+        ("mean step seconds", "{:.3f}"),
+        ("end-to-end seconds", "{:.1f}"),
+        ("peak RSS MiB", "{:,.0f}"),
+    ]:
+        print(
+            f"{label:22}{fmt.format(ours[label]):>12}{fmt.format(trl[label]):>12}{ours[label] / trl[label]:>9.2f}x"
+        )
+    print(
+        f"last-step loss: ours {ours['last-step loss']:.4f}, TRL {trl['last-step loss']:.4f} (lr 1e-6: ~log 2)"
+    )
+
+
+if __name__ == "__main__":
+    main()
