@@ -245,7 +245,9 @@ class HFBackend(Backend):
         found: dict[int, dict[str, float]] = {}
         for chunk in self._chunks(sorted(encoded, key=lambda e: len(e[1])), lambda e: len(e[1])):
             ids, mask = self._left_pad([seq for _, seq in chunk])
-            last = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits[:, -1].float(), dim=-1)
+            # logits_to_keep=1: the LM head (vocab-sized) runs on the last position only.
+            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
+            last = torch.log_softmax(logits.float(), dim=-1)
             for row, (index, _) in enumerate(chunk):
                 found[index] = {
                     c: torch.logsumexp(last[row, token_ids], dim=0).item() for c, token_ids in candidate_ids.items()
