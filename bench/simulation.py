@@ -40,14 +40,6 @@ class RecordingBackend(HFBackend):
         return super().generate(requests)
 
 
-class RecordingPool(BackendPool):
-    def get(self, kind, model, **options):
-        key = (kind, model)
-        if key not in self._loaded:
-            self._loaded[key] = RecordingBackend(model, **options)
-        return self._loaded[key]
-
-
 class OnePromptPerCall(HFBackend):
     """The SANDBOX pattern: the same model, but every prompt is its own backend call."""
 
@@ -58,11 +50,17 @@ class OnePromptPerCall(HFBackend):
         return [super(OnePromptPerCall, self).next_token_logprobs([p], candidates, prefix)[0] for p in prompts]
 
 
-class SequentialPool(BackendPool):
+class PoolOf(BackendPool):
+    """A pool whose models all load as one HFBackend subclass (the bench's variants)."""
+
+    def __init__(self, backend_class: type[HFBackend]) -> None:
+        super().__init__()
+        self.backend_class = backend_class
+
     def get(self, kind, model, **options):
         key = (kind, model)
         if key not in self._loaded:
-            self._loaded[key] = OnePromptPerCall(model, **options)
+            self._loaded[key] = self.backend_class(model, **options)
         return self._loaded[key]
 
 
@@ -88,13 +86,13 @@ def main() -> None:
     args = parser.parse_args()
 
     encoder = Encoder()
-    batched_pool = RecordingPool()
+    batched_pool = PoolOf(RecordingBackend)
     ours = run_round(args.scenario, batched_pool, encoder)
     (backend,) = batched_pool.backends()
     per_generation = math.ceil(ours["tokens"] / ours["generations"])
     ceiling = batched_tokens_per_second(backend, bench_requests(ours["generations"], per_generation))
     replay = batched_tokens_per_second(backend, list(backend.recorded))
-    sandbox_way = run_round(args.scenario, SequentialPool(), encoder)
+    sandbox_way = run_round(args.scenario, PoolOf(OnePromptPerCall), encoder)
 
     ours_rate = ours["tokens"] / ours["wall"]
     ours_generating_rate = ours["tokens"] / ours["generating_seconds"]

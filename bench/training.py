@@ -55,29 +55,9 @@ def synthetic_pairs(count: int, prompt_words: int, reply_words: int, seed: int =
 
 
 def build_small_llama(path: Path) -> str:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from agents.random_model import build_random_llama
 
-    from agents.registry import resolve
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve("smollm2-135m-instruct"))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=256,
-        intermediate_size=768,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return build_random_llama(path, hidden_size=256, intermediate_size=768, layers=4, max_positions=2048)
 
 
 def epoch_tokens(model: str, pairs_file: Path) -> tuple[int, float]:

@@ -52,4 +52,28 @@ def run(args) -> int:
     for pair in pairs:
         sources[pair["source"]] += 1
     print(f"\npairs at margin {exporter.margin}: {len(pairs)} ({', '.join(f'{k} {v}' for k, v in sources.items()) or 'none'})")
+    _print_example(exporter)
     return 0
+
+
+def _print_example(exporter: Exporter) -> None:
+    """The revision whose observer score rose most: draft, peer feedback, revision."""
+    versions = {(a["round"], a["agent"], a["version"]): a for a in exporter.answers}
+    best, gain = None, None
+    for answer in exporter.answers:
+        draft = versions.get((answer["round"], answer["agent"], 0))
+        if answer["version"] == 0 or answer["id"] not in exporter.score or draft["id"] not in exporter.score:
+            continue
+        delta = exporter.score[answer["id"]] - exporter.score[draft["id"]]
+        if gain is None or delta > gain:
+            best, gain = (draft, answer), delta
+    if best is None:
+        return
+    draft, revision = best
+    feedback = [r for r in exporter.ratings if r["answer_id"] == draft["id"]]
+    print(f"\nexample ({draft['agent']}, round {draft['round'] + 1}): {draft['question']}")
+    print(f"  draft    [{exporter.score[draft['id']]:.2f}] {draft['text']}")
+    for rating in feedback:
+        value = f"{rating['rating']:.1f}" if rating["ok"] else "unparsed"
+        print(f"  peer {rating['rater']} rates {value}: {rating['reason']}")
+    print(f"  revision [{exporter.score[revision['id']]:.2f}] {revision['text']}")
