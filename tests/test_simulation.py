@@ -192,3 +192,12 @@ def test_sft_and_ratings_load_with_datasets(reference):
 
 def test_shared_pool_loads_each_model_once(reference):
     assert len(reference.pool.backends()) == 1  # four agents and the observer share one loaded model
+
+
+def test_cli_refuses_an_out_dir_holding_a_different_run(reference, scenario_file, capsys):
+    run = reference.store.root
+    before = {name: (run / name).read_text() for name in RECORDS}
+    code = main(["simulate", str(scenario_file), "--out", str(run), "--seed", "99", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a different run" in err and len(err.strip().splitlines()) == 1
+    assert before == {name: (run / name).read_text() for name in RECORDS}
