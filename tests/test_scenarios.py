@@ -28,9 +28,13 @@ def write(tmp_path, text: str, name: str = "scenario.yaml"):
 
 def test_builtins_load_with_enough_questions_and_heldout_split():
     assert {"quick", "classic", "community"} <= set(builtin_scenarios())
+    from sandbox import World
+
     for name in ("quick", "classic", "community"):
         loaded = load_scenario(name)
         assert loaded.heldout_questions and loaded.train_questions
+        world = World(loaded)  # the graph matches the agent count
+        assert len(world.agents) == world.graph.number_of_nodes() == loaded.scenario.agent_count
         train_ids = {q.id for q in loaded.train_questions}
         assert not train_ids & {q.id for q in loaded.heldout_questions}
     social = load_bank("social")

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
     parser.add_argument("--limit", type=int, help="evaluate at most this many held-out questions")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="write eval.json and eval.md here (default: the model dir if local)")
+    parser.add_argument("--out", help="write eval.json and eval.md here (default: print the table only)")
     parser.set_defaults(func=run)
 
 
