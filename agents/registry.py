@@ -172,6 +172,10 @@ def describe() -> list[dict]:
     return rows
 
 
+# Files that mark a directory as a transformers model, a sentence-transformers model or a PEFT adapter.
+MODEL_DIR_MARKERS = ("config.json", "modules.json", "adapter_config.json")
+
+
 def check_model(name: str) -> None:
     """Fail early, before a run writes anything, if ``name`` cannot possibly load here."""
     alias = ALIASES.get(name)
@@ -181,7 +185,12 @@ def check_model(name: str) -> None:
         elif alias.kind == "embedder":
             _embedder_dir(alias)
         return
-    if Path(name).expanduser().exists():
+    local = Path(name).expanduser()
+    if local.is_dir() and not any((local / marker).is_file() for marker in MODEL_DIR_MARKERS):
+        raise ModelNotAvailable(
+            f"model '{name}': a directory, but no model in it (none of {', '.join(MODEL_DIR_MARKERS)})"
+        )
+    if local.exists():
         return
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise ModelNotAvailable(

@@ -40,10 +40,11 @@ def train_dpo(
         "num_pairs": len(pairs),
         "config": asdict(config),
     }
-    run_dir.claim(run_info, resume)
+    run_dir.check_claim(run_info, resume)
     # Loaded on CPU in float32: accelerate places it, and mixed precision comes from `accelerate launch`.
     policy, tokenizer = load_model_and_tokenizer(model, device="cpu", dtype="float32")
     tokenized = tokenize_pairs(pairs, tokenizer, config.max_length)
+    run_dir.claim(run_info, resume)  # written only now, so a model that fails to load leaves no trace
     return PreferenceTrainer(policy, tokenizer, tokenized, config, run_dir, callbacks).train(resume=resume)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents import prompts
-from agents.backends import BackendPool, GenerationRequest
+from agents.backends import Backend, BackendPool, GenerationRequest
 from agents.judge import first_preferred_probability
 from sandbox.observers import ObserverPanel
 from scenarios import LoadedScenario
@@ -48,8 +48,7 @@ def mean_with_ci(values: list[float]) -> dict:
     return {"mean": round(mean, 4), "ci95": round(half, 4), "n": len(values)}
 
 
-def _answers(pool: BackendPool, model: str, questions: list, settings: EvalSettings) -> list[str]:
-    backend = pool.get("hf", loadable_model(model))
+def _answers(backend: Backend, questions: list, settings: EvalSettings) -> list[str]:
     requests = [
         GenerationRequest(
             [{"role": "user", "content": q.text}],
@@ -74,11 +73,13 @@ def evaluate(
     questions = list(loaded.heldout_questions)
     if settings.limit is not None and settings.limit < len(questions):
         questions = sorted(random.Random(settings.seed).sample(questions, settings.limit), key=lambda q: q.id)
+    models = {"model": model, **({"baseline": baseline} if baseline else {})}
+    # Every model (the judge too) loads before any answer is generated: a bad name fails in seconds.
+    backends = {role: pool.get("hf", loadable_model(name)) for role, name in models.items()}
     observers = loaded.scenario.observers
     judge = pool.get(observers.model.backend, observers.model.name, **observers.model.options)
     panel = ObserverPanel(observers, judge)
-    models = {"model": model, **({"baseline": baseline} if baseline else {})}
-    answers = {role: _answers(pool, name, questions, settings) for role, name in models.items()}
+    answers = {role: _answers(backend, questions, settings) for role, backend in backends.items()}
 
     per_question = [{"id": q.id, "category": q.category, "question": q.text} for q in questions]
     summary = {}

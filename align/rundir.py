@@ -35,9 +35,8 @@ class RunDir:
 
     # -- ownership ----------------------------------------------------------------------
 
-    def claim(self, run_info: dict, resume: bool) -> None:
-        """Check the directory may hold this run, then record the run in train_config.json."""
-        state = PartialState()
+    def check_claim(self, run_info: dict, resume: bool) -> None:
+        """Raise DataError unless the directory may hold this run; writes nothing."""
         run_info = json.loads(json.dumps(run_info))  # compare as it will read back (tuples become lists)
         existing = self.read_config()
         if existing is None:
@@ -55,6 +54,11 @@ class RunDir:
                 raise DataError(
                     f"{self.path}: holds a different training run (changed: {', '.join(differences)}); cannot resume it"
                 )
+
+    def claim(self, run_info: dict, resume: bool) -> None:
+        """Check the directory may hold this run, then record the run in train_config.json."""
+        state = PartialState()
+        self.check_claim(run_info, resume)
         state.wait_for_everyone()  # every process has read the old config before it is replaced
         if state.is_main_process:
             self.path.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,8 @@ def _validate(model: type[Model], data: object, path: Path, lines: dict[tuple, i
         message = first["msg"]
         if first["type"] == "extra_forbidden":
             message = "unknown field (check the spelling)"
+        elif first["type"] == "value_error":  # our validators' own words, without pydantic's prefix
+            message = str(first["ctx"]["error"])
         where = f":{line}" if line else ""
         raise ScenarioError(f"{path}{where}: {field}: {message}") from None
 

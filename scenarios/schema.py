@@ -36,6 +36,15 @@ class ModelRef(Strict):
     backend: Literal["hf", "openai", "vllm"] = "hf"
     options: dict = Field(default_factory=dict, description="backend keyword options, e.g. base_url")
 
+    @model_validator(mode="after")
+    def _options_fit_backend(self) -> ModelRef:
+        from agents.backends import option_problem  # imports the backend module, so only when checked
+
+        problem = option_problem(self.backend, self.options)
+        if problem:
+            raise ValueError(problem)
+        return self
+
 
 class Sampling(Strict):
     temperature: float = Field(0.7, ge=0)

@@ -9,9 +9,10 @@ class UserError(Exception):
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Every package's bad-input error, gathered here so each package stays import-free of the CLI."""
+    from agents.backends import BackendUnavailable
     from agents.registry import ModelNotAvailable
 
-    types: list[type[BaseException]] = [UserError, ModelNotAvailable]
+    types: list[type[BaseException]] = [UserError, ModelNotAvailable, BackendUnavailable]
     for module, name in (
         ("scenarios.errors", "ScenarioError"),
         ("sandbox.errors", "RunError"),

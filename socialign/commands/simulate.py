@@ -6,13 +6,14 @@ import json
 
 from sandbox import Simulation
 from scenarios import load_scenario
+from socialign.arguments import at_least
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("simulate", help="run a scenario and record its alignment data")
     parser.add_argument("scenario", help="built-in scenario name (quick, classic, community) or a YAML path")
     parser.add_argument("--out", required=True, help="run directory (created; must be empty or this run)")
-    parser.add_argument("--rounds", type=int, help="override the scenario's number of rounds")
+    parser.add_argument("--rounds", type=at_least(1), help="override the scenario's number of rounds")
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
     parser.add_argument("--resume", action="store_true", help="continue a run killed or stopped earlier")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -20,10 +21,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.rounds is not None and args.rounds < 1:
-        from socialign.errors import UserError
-
-        raise UserError(f"--rounds must be >= 1, got {args.rounds}")
     loaded = load_scenario(args.scenario)
     simulation = Simulation(loaded, args.out, rounds=args.rounds, seed=args.seed, resume=args.resume,
                             show_progress=not args.quiet)
