@@ -110,10 +110,25 @@ def evaluate(
         "per_question": per_question,
     }
     if baseline:
+        report["difference"] = _paired_difference(per_question, [d.name for d in observers.dimensions])
         report["pairwise"] = _pairwise(
             judge, questions, answers["model"], answers["baseline"], settings, per_question
         )
     return report
+
+
+def _paired_difference(rows: list[dict], dimensions: list[str]) -> dict:
+    """Model minus baseline per question, with a CI: tighter than comparing two independent CIs,
+    since both answered the same questions and question difficulty cancels."""
+    differences = {}
+    for dimension in dimensions:
+        paired = [
+            row["model"]["scores"][dimension] - row["baseline"]["scores"][dimension]
+            for row in rows
+            if dimension in row["model"]["scores"] and dimension in row["baseline"]["scores"]
+        ]
+        differences[dimension] = mean_with_ci(paired)
+    return differences
 
 
 def _pairwise(judge, questions, ours: list[str], theirs: list[str], settings: EvalSettings, rows) -> dict:
@@ -164,11 +179,11 @@ def markdown_table(report: dict) -> str:
         "|---|" + "---|" * len(dimensions),
     ]
     for role, entry in report["summary"].items():
-        cells = []
-        for dimension in dimensions:
-            stats = entry["scores"][dimension]
-            cells.append("-" if stats["mean"] is None else f"{stats['mean']:.2f} ± {stats['ci95']:.2f}")
+        cells = [_mean_cell(entry["scores"][dimension]) for dimension in dimensions]
         lines.append(f"| {role}: `{entry['name']}` | " + " | ".join(cells) + " |")
+    if "difference" in report:
+        cells = [_mean_cell(report["difference"][dimension], signed=True) for dimension in dimensions]
+        lines.append("| difference, paired by question | " + " | ".join(cells) + " |")
     pairwise = report.get("pairwise")
     if pairwise and pairwise["n"]:
         better = pairwise["p_model_better"]
@@ -182,6 +197,12 @@ def markdown_table(report: dict) -> str:
             ),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _mean_cell(stats: dict, signed: bool = False) -> str:
+    if stats["mean"] is None:
+        return "-"
+    return f"{stats['mean']:{'+' if signed else ''}.2f} ± {stats['ci95']:.2f}"
 
 
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:

@@ -51,6 +51,25 @@ def test_self_comparison_is_a_tie_in_both_orders(scenario_file, tiny_model_dir):
     assert "| model vs baseline, n=4 | 0% | 100% | 0% |" in table
 
 
+@pytest.mark.slow
+def test_two_different_models_get_a_paired_difference_per_dimension(scenario_file, tiny_model_dir):
+    """SmolLM2 answers in words where the random model emits nothing, so the pairs differ."""
+    report = evaluate(load_scenario(scenario_file), "smollm2-135m-instruct", tiny_model_dir,
+                      EvalSettings(limit=4, max_new_tokens=8))
+    rows = report["per_question"]
+    assert [row["model"]["answer"] for row in rows] != [row["baseline"]["answer"] for row in rows]
+    for dimension, stats in report["difference"].items():
+        paired = [row["model"]["scores"][dimension] - row["baseline"]["scores"][dimension] for row in rows]
+        assert stats["n"] == len(paired) == 4
+        assert stats["mean"] == pytest.approx(sum(paired) / 4, abs=1e-4)
+        assert stats["mean"] == pytest.approx(
+            report["summary"]["model"]["scores"][dimension]["mean"]
+            - report["summary"]["baseline"]["scores"][dimension]["mean"],
+            abs=1e-3,
+        )
+    assert "| difference, paired by question | " in markdown_table(report)
+
+
 def test_eval_command_writes_json_and_markdown(scenario_file, tiny_model_dir, tmp_path, capsys):
     code = main(["eval", "--model", tiny_model_dir, "--scenario", str(scenario_file), "--limit", "2",
                  "--max-new-tokens", "6", "--out", str(tmp_path)])
