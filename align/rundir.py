@@ -14,9 +14,8 @@ import shutil
 from importlib.metadata import version
 from pathlib import Path
 
-from accelerate import PartialState
-
 from align.errors import DataError
+from align.processes import process_state
 
 HORIZON_FIELDS = frozenset({"epochs", "max_steps", "save_steps"})
 _NOT_IDENTITY = frozenset({"data", "versions"})  # where the data lives and library versions may change
@@ -57,7 +56,7 @@ class RunDir:
 
     def claim(self, run_info: dict, resume: bool) -> None:
         """Check the directory may hold this run, then record the run in train_config.json."""
-        state = PartialState()
+        state = process_state()
         self.check_claim(run_info, resume)
         state.wait_for_everyone()  # every process has read the old config before it is replaced
         if state.is_main_process:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import SAFE_WEIGHTS_NAME, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -35,6 +36,7 @@ from align.config import LoraSettings, TrainConfig
 from align.logprobs import completion_logps
 from align.losses import PreferenceLoss, dpo_loss, ipo_loss
 from align.plots import plot_metrics
+from align.processes import cpu_process_group
 from align.rundir import RunDir
 from align.tokenization import TokenizedPair
 
@@ -63,7 +65,11 @@ class PreferenceTrainer:
             raise ValueError("no pairs to train on")
         self.config, self.run_dir, self.pairs, self.tokenizer = config, run_dir, list(pairs), tokenizer
         self.callbacks = list(callbacks)
-        self.accelerator = Accelerator()
+        # An earlier trainer in this process leaves its AcceleratorState behind (TRL's DPOConfig
+        # defaults to bf16, even on CPU), and a new Accelerator would silently inherit it. Start
+        # from this launch's own settings instead, as transformers' TrainingArguments does.
+        AcceleratorState._reset_state()
+        self.accelerator = Accelerator(cpu=cpu_process_group())
         set_seed(config.seed)
         if config.lora:
             model = _with_lora(model, config.lora)

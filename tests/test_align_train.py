@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 from test_align_data import write_pairs
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -170,6 +172,17 @@ def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(tiny_model_d
     assert [row["step"] for row in resumed.history] == [1, 2, 3, 4, 5, 6]  # step 3 redone, not duplicated
     for name in ("adapter_model.safetensors", "merged/model.safetensors"):
         assert_same_weights(tmp_path / "whole" / name, tmp_path / "killed" / name)
+
+
+def test_settings_left_by_an_earlier_trainer_in_the_process_do_not_leak_in(tiny_model_dir, pairs_file, tmp_path):
+    config = TrainConfig(lr=1e-3, batch_size=2, max_steps=2, warmup_ratio=0.0)
+    train_dpo(pairs_file, tiny_model_dir, tmp_path / "before", config)
+    AcceleratorState._reset_state()
+    Accelerator(mixed_precision="bf16")  # what a TRL DPOTrainer run leaves (its DPOConfig defaults to bf16)
+    train_dpo(pairs_file, tiny_model_dir, tmp_path / "after", config)
+    assert_same_weights(tmp_path / "before" / "reference_logps.safetensors",
+                        tmp_path / "after" / "reference_logps.safetensors")
+    assert_same_weights(tmp_path / "before" / "model.safetensors", tmp_path / "after" / "model.safetensors")
 
 
 def test_exported_pairs_train_one_step_with_trl(tiny_model_dir, pairs_file, tmp_path):

@@ -128,8 +128,11 @@ def run(args) -> int:
         raise UserError(f"invalid training options: {error}") from None
 
     from align.dpo import train_dpo  # torch, transformers, peft: only once we train
+    from align.processes import process_state
 
     result = train_dpo(args.data, args.model, args.out, config, resume=args.resume)
+    if not process_state().is_main_process:
+        return 0  # one summary per launch, not one per process
     last = result.history[-1] if result.history else {}
     print(
         f"trained {result.step} steps (loss {last.get('loss', float('nan')):.4f}, "
