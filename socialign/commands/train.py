@@ -2,7 +2,8 @@
 
 Flags and their defaults come from align.config.TrainConfig (cheap to import); the trainer,
 torch and transformers load only when the command runs. For several GPUs:
-`accelerate launch -m socialign.cli train ...` (add `--mixed_precision bf16` for bf16 autocast).
+`accelerate launch -m socialign.cli train ...` (add `--mixed_precision bf16` for bf16 autocast);
+for several CPU processes: `torchrun --standalone --nproc_per_node N -m socialign.cli train ...`.
 """
 
 from __future__ import annotations
