@@ -18,6 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from agents.grouping import positions_by
 from agents.registry import DEFAULT_EMBEDDER, resolve
 
 INDEX_FILE = "memory.faiss"
@@ -81,10 +82,7 @@ class EmbeddingMemory:
         self._add_vectors(items, self.encoder.encode([item.text for item in items]))
 
     def _add_vectors(self, items: list[MemoryItem], vectors: np.ndarray) -> None:
-        rows_by_namespace: dict[str, list[int]] = defaultdict(list)
-        for row, item in enumerate(items):
-            rows_by_namespace[item.namespace].append(row)
-        for namespace, rows in rows_by_namespace.items():
+        for namespace, rows in positions_by([item.namespace for item in items]).items():
             index = self._indexes.get(namespace)
             if index is None:
                 index = self._indexes[namespace] = faiss.IndexFlatIP(self.encoder.dim)
@@ -101,10 +99,7 @@ class EmbeddingMemory:
             raise ValueError(f"k must be >= 1, got {k}")
         vectors = self.encoder.encode([text for _, text in queries])
         results: list[list[Hit]] = [[] for _ in queries]
-        rows_by_namespace: dict[str, list[int]] = defaultdict(list)
-        for row, (namespace, _) in enumerate(queries):
-            rows_by_namespace[namespace].append(row)
-        for namespace, rows in rows_by_namespace.items():
+        for namespace, rows in positions_by([namespace for namespace, _ in queries]).items():
             index = self._indexes.get(namespace)
             if index is None or index.ntotal == 0:
                 continue

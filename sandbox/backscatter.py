@@ -14,13 +14,13 @@ import hashlib
 import random
 import statistics
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
 from agents import prompts
 from agents.backends import Backend, Completion, GenerationRequest, Message
+from agents.grouping import call_grouped
 from agents.judge import Rating, ratings_from_json, ratings_from_logprobs
 from agents.memory import MemoryItem
 from sandbox.observers import ObserverPanel
@@ -36,22 +36,34 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def _per_backend(items: list[tuple[Backend, object]], call: Callable[[Backend, list], list]) -> list:
-    """Run ``call`` once per distinct backend over its items; results come back in item order."""
-    groups: dict[int, list[int]] = defaultdict(list)
-    backends: dict[int, Backend] = {}
-    for position, (backend, _) in enumerate(items):
-        groups[id(backend)].append(position)
-        backends[id(backend)] = backend
-    results: list = [None] * len(items)
-    for key, positions in groups.items():
-        for position, result in zip(positions, call(backends[key], [items[p][1] for p in positions])):
-            results[position] = result
-    return results
-
-
 def generate_each(items: list[tuple[Backend, GenerationRequest]]) -> list[Completion]:
-    return _per_backend(items, lambda backend, requests: [c[0] for c in backend.generate(requests)])
+    """One completion per (backend, request): one ``generate`` call per distinct backend."""
+    return call_grouped(
+        [backend for backend, _ in items],
+        [request for _, request in items],
+        lambda backend, requests: [c[0] for c in backend.generate(requests)],
+    )
+
+
+def mean_peer_rating(ratings: list[dict]) -> float | None:
+    """The mean of the ratings that were read (failures left out); None if none was."""
+    valid = [r["rating"] for r in ratings if r["ok"]]
+    return statistics.fmean(valid) if valid else None
+
+
+def final_answers(answers: list[dict]) -> list[dict]:
+    """Each (round, agent)'s last version: what the agent remembers and what pairs compare."""
+    latest: dict[tuple[int, str], dict] = {}
+    for answer in answers:
+        key = (answer["round"], answer["agent"])
+        if key not in latest or answer["version"] > latest[key]["version"]:
+            latest[key] = answer
+    return [latest[key] for key in sorted(latest)]
+
+
+def memory_item(answer: dict) -> MemoryItem:
+    """A final answer as its agent remembers it: recalled by the question's similarity."""
+    return MemoryItem(answer["agent"], answer["question"], {"answer": answer["text"], "round": answer["round"]})
 
 
 @dataclass(frozen=True)
@@ -108,8 +120,8 @@ class Round:
         self.sim.phase(self.index, "memory", None, partial(self.remember, list(latest.values())))
 
     def _needs_revision(self, ratings: list[dict]) -> bool:
-        valid = [r["rating"] for r in ratings if r["ok"]]
-        return bool(valid) and statistics.fmean(valid) < self.config.stop_at_mean_rating
+        mean = mean_peer_rating(ratings)
+        return mean is not None and mean < self.config.stop_at_mean_rating
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -137,8 +149,7 @@ class Round:
     def revise(self, work: list[tuple[Assignment, dict, list[dict]]], version: int) -> list[dict]:
         items, means = [], []
         for assignment, previous, ratings in work:
-            valid = [r["rating"] for r in ratings if r["ok"]]
-            mean = statistics.fmean(valid) if valid else None
+            mean = mean_peer_rating(ratings)
             means.append(mean)
             messages = prompts.revision_messages(
                 assignment.agent.persona, assignment.question, previous["text"], mean, self.config.scale,
@@ -190,31 +201,29 @@ class Round:
              self._request(rater, messages, phase, "reason", answer["agent"], max_new_tokens=self.config.reason_tokens))
             for (answer, rater), messages in zip(work, reason_prompts)
         ])
-        followups = [
-            (self.sim.backend(rater.model), prompts.rating_followup(messages, reason.text, self.config.scale))
-            for (_, rater), messages, reason in zip(work, reason_prompts, reasons)
-        ]
-        scores = _per_backend(followups, lambda backend, batch: ratings_from_logprobs(backend, batch, self.config.scale))
+        scores = call_grouped(
+            [self.sim.backend(rater.model) for _, rater in work],
+            [prompts.rating_followup(messages, reason.text, self.config.scale)
+             for messages, reason in zip(reason_prompts, reasons)],
+            lambda backend, batch: ratings_from_logprobs(backend, batch, self.config.scale),
+        )
         return [Rating(s.value, reason.text, s.ok, s.attempts) for s, reason in zip(scores, reasons)]
 
     def _rate_by_json(self, work, phase: str) -> list[Rating]:
-        items = [
-            ((self.sim.backend(rater.model), rater, answer["agent"]),
-             prompts.peer_json_messages(rater.persona, answer["question"], answer["text"], self.config.scale))
-            for answer, rater in work
-        ]
-        by_backend = [(key[0], (key[1], key[2], messages)) for key, messages in items]
-
-        def call(backend: Backend, batch: list) -> list[Rating]:
+        def call(backend: Backend, batch: list[tuple[dict, Agent]]) -> list[Rating]:
             def request_for(i: int, messages: list[Message], attempt: int) -> GenerationRequest:
-                rater, target = batch[i][0], batch[i][1]
-                return self._request(rater, messages, phase, "json", target, attempt,
+                answer, rater = batch[i]
+                return self._request(rater, messages, phase, "json", answer["agent"], attempt,
                                      max_new_tokens=self.config.reason_tokens + 16)
 
-            return ratings_from_json(backend, [m for _, _, m in batch], self.config.scale, request_for,
+            messages = [
+                prompts.peer_json_messages(rater.persona, answer["question"], answer["text"], self.config.scale)
+                for answer, rater in batch
+            ]
+            return ratings_from_json(backend, messages, self.config.scale, request_for,
                                      self.config.rating.max_retries)
 
-        return _per_backend(by_backend, call)
+        return call_grouped([self.sim.backend(rater.model) for _, rater in work], work, call)
 
     def observe(self, answers: list[dict]) -> list[dict]:
         panel = ObserverPanel(self.sim.scenario.observers, self.sim.backend(self.sim.scenario.observers.model))
@@ -241,9 +250,7 @@ class Round:
         ]
 
     def remember(self, finals: list[dict]) -> list[dict]:
-        self.sim.memory.add([
-            MemoryItem(r["agent"], r["question"], {"answer": r["text"], "round": r["round"]}) for r in finals
-        ])
+        self.sim.memory.add([memory_item(r) for r in finals])
         return []
 
     # -- helpers --------------------------------------------------------------------------

@@ -8,15 +8,15 @@ differ by at least the margin ("cross-agent").
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 
 from agents.prompts import revision_messages
-from sandbox.store import RunStore
+from sandbox.backscatter import final_answers, mean_peer_rating
+from sandbox.store import RunStore, jsonl, write_atomic
+from scenarios import Scenario
 
 EXPORT_DIR = "export"
 FILES = ("pairs", "ranked", "critiques", "sft", "ratings")
@@ -30,10 +30,6 @@ def _assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
 def answer_scores(scores: list[dict]) -> dict[str, dict[str, float]]:
     """answer id → dimension → mean observer score (parse failures left out)."""
     collected: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -45,14 +41,11 @@ def answer_scores(scores: list[dict]) -> dict[str, dict[str, float]]:
 
 class Exporter:
     def __init__(self, store: RunStore) -> None:
-        manifest = store.manifest() or {}
-        config = manifest.get("scenario_config", {})
-        export = config.get("export", {})
-        dimensions = [d["name"] for d in config.get("observers", {}).get("dimensions", [])] or ["alignment"]
-        self.margin = float(export.get("pair_margin", 0.5))
-        self.dimension = export.get("score_dimension") or dimensions[0]
-        self.sft_min_score = export.get("sft_min_score")
-        self.scale = tuple(config.get("backscatter", {}).get("scale", (1, 7)))
+        scenario = Scenario.model_validate(store.manifest()["scenario_config"])  # as the run was configured
+        self.margin = scenario.export.pair_margin
+        self.dimension = scenario.score_dimension
+        self.sft_min_score = scenario.export.sft_min_score
+        self.scale = scenario.backscatter.scale
         self.answers = store.read("answers")
         self.ratings = store.read("ratings")
         self.by_dimension = answer_scores(store.read("scores"))
@@ -73,12 +66,14 @@ class Exporter:
         }
 
     def finals(self) -> list[dict]:
-        latest: dict[tuple[int, str], dict] = {}
+        return final_answers(self.answers)
+
+    def _scored_by_question(self) -> dict[str, list[dict]]:
+        by_question = defaultdict(list)
         for a in self.answers:
-            key = (a["round"], a["agent"])
-            if key not in latest or a["version"] > latest[key]["version"]:
-                latest[key] = a
-        return list(latest.values())
+            if a["id"] in self.score:
+                by_question[a["question_id"]].append(a)
+        return by_question
 
     def pairs(self) -> list[dict]:
         pairs = []
@@ -105,10 +100,7 @@ class Exporter:
         return pairs
 
     def ranked(self) -> list[dict]:
-        by_question = defaultdict(list)
-        for a in self.answers:
-            if a["id"] in self.score:
-                by_question[a["question_id"]].append(a)
+        by_question = self._scored_by_question()
         rows = []
         for question_id in sorted(by_question):
             answers = sorted(by_question[question_id], key=lambda a: (-self.score[a["id"]], a["id"]))
@@ -142,10 +134,7 @@ class Exporter:
     def sft(self) -> list[dict]:
         """Imitation of each question's best answer, and realignment (draft + feedback → revision)."""
         rows = []
-        by_question = defaultdict(list)
-        for a in self.answers:
-            if a["id"] in self.score:
-                by_question[a["question_id"]].append(a)
+        by_question = self._scored_by_question()
         for question_id in sorted(by_question):
             best = max(by_question[question_id], key=lambda a: (self.score[a["id"]], a["id"]))
             if self.sft_min_score is None or self.score[best["id"]] >= self.sft_min_score:
@@ -164,9 +153,9 @@ class Exporter:
             if self.score[a["id"]] - self.score[previous["id"]] < self.margin:
                 continue
             ratings = feedback[previous_key]
-            valid = [r["rating"] for r in ratings if r["ok"]]
             prompt = revision_messages("You are a helpful, honest and harmless assistant.", a["question"],
-                                       previous["text"], _mean(valid), self.scale, [r["reason"] for r in ratings])
+                                       previous["text"], mean_peer_rating(ratings), self.scale,
+                                       [r["reason"] for r in ratings])
             rows.append({"prompt": prompt, "completion": _assistant(a["text"]),
                          "meta": {"kind": "realignment", "gain": round(self.score[a["id"]] - self.score[previous["id"]], 4),
                                   **self._meta(a)}})
@@ -179,14 +168,6 @@ class Exporter:
             for a in self.answers
             if a["id"] in self.by_dimension
         ]
-
-
-def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def export_run(run_dir: str | Path) -> dict[str, int]:
@@ -203,5 +184,5 @@ def export_run(run_dir: str | Path) -> dict[str, int]:
         "ratings": exporter.ratings_rows(),
     }
     for kind, rows in produced.items():
-        _write_jsonl_atomic(out / f"{kind}.jsonl", rows)
+        write_atomic(out / f"{kind}.jsonl", jsonl(rows))
     return {kind: len(rows) for kind, rows in produced.items()}

@@ -6,11 +6,11 @@ of trained and baseline models), so both read scores the same way.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 from agents import prompts
 from agents.backends import Backend, GenerationRequest
+from agents.grouping import call_grouped
 from agents.judge import Rating, ratings_from_json, ratings_from_logprobs
 from scenarios import ObserversConfig
 
@@ -42,20 +42,16 @@ class ObserverPanel:
                                       self.personas[o % len(self.personas)])
             for i, o, d in work
         ]
-        ratings: list[Rating | None] = [None] * len(work)
-        # One call per distinct scale (the digits read differ); normally exactly one.
-        by_scale: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for position, (_, _, dimension) in enumerate(work):
-            by_scale[tuple(dimension.scale)].append(position)
-        for scale, positions in by_scale.items():
+
+        def rate(scale: tuple[int, int], positions: list[int]) -> list[Rating]:
             batch = [messages[p] for p in positions]
             if as_json:
-                found = ratings_from_json(self.backend, batch, scale, self._json_request(positions, seed),
-                                          self.config.rating.max_retries)
-            else:
-                found = ratings_from_logprobs(self.backend, batch, scale)
-            for position, rating in zip(positions, found):
-                ratings[position] = rating
+                return ratings_from_json(self.backend, batch, scale, self._json_request(positions, seed),
+                                         self.config.rating.max_retries)
+            return ratings_from_logprobs(self.backend, batch, scale)
+
+        # One call per distinct scale (the digits read differ); normally exactly one.
+        ratings = call_grouped([tuple(d.scale) for _, _, d in work], range(len(work)), rate)
         per_item: list[list[ObserverScore]] = [[] for _ in items]
         for (item, observer, dimension), rating in zip(work, ratings):
             per_item[item].append(ObserverScore(observer, dimension.name, rating))

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from agents.backends import Backend, BackendPool
 from agents.memory import EmbeddingMemory, Encoder, MemoryItem
 from agents.registry import check_model
-from sandbox.backscatter import Assignment, Round, derive_seed
+from sandbox.backscatter import Assignment, Round, derive_seed, final_answers, memory_item
 from sandbox.store import RECORD_KINDS, RunStore
 from sandbox.world import World
 from scenarios import LoadedScenario, ModelRef
@@ -132,15 +132,10 @@ class Simulation:
             if group.group == agent.group
             for seed in group.seed_memories
         ]
-        finals: dict[tuple[int, str], dict] = {}
-        for record in self.records["answers"]:
-            if (record["round"], "memory") in self.done:
-                key = (record["round"], record["agent"])
-                if key not in finals or record["version"] > finals[key]["version"]:
-                    finals[key] = record
         remembered = [
-            MemoryItem(r["agent"], r["question"], {"answer": r["text"], "round": r["round"]})
-            for _, r in sorted(finals.items())
+            memory_item(answer)
+            for answer in final_answers(self.records["answers"])
+            if (answer["round"], "memory") in self.done
         ]
         if seeds or remembered:
             memory.add(seeds + remembered)
@@ -193,13 +188,13 @@ def run_statistics(store: RunStore) -> dict:
         family = marker["phase"].split("-")[0]
         phases[family]["seconds"] = round(phases[family]["seconds"] + marker.get("seconds", 0.0), 3)
         phases[family]["tokens"] += marker.get("tokens", 0)
-    counts = {kind: len(store.read(kind)) for kind in RECORD_KINDS}
-    ratings, scores = store.read("ratings"), store.read("scores")
+    records = {kind: store.read(kind) for kind in RECORD_KINDS}
+    ratings, scores = records["ratings"], records["scores"]
     tokens = sum(p["tokens"] for p in phases.values())
     seconds = sum(p["seconds"] for p in phases.values())
     return {
         "rounds_completed": sum(1 for m in progress if m["phase"] == "memory"),
-        "counts": counts,
+        "counts": {kind: len(rows) for kind, rows in records.items()},
         "parse_failure_rate": {
             "peer": round(sum(not r["ok"] for r in ratings) / len(ratings), 4) if ratings else 0.0,
             "observer": round(sum(not s["ok"] for s in scores) / len(scores), 4) if scores else 0.0,

@@ -43,7 +43,7 @@ def _read_jsonl(path: Path) -> tuple[list[dict], bool]:
     return records, torn
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
         handle.write(text)
@@ -52,7 +52,7 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _jsonl(records: list[dict]) -> str:
+def jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
 
 
@@ -97,12 +97,12 @@ class RunStore:
         done = self.done_phases()
         progress, torn = _read_jsonl(self._path(PROGRESS))
         if torn:
-            _write_atomic(self._path(PROGRESS), _jsonl(progress))
+            write_atomic(self._path(PROGRESS), jsonl(progress))
         for kind in RECORD_KINDS:
             records, torn = _read_jsonl(self._path(kind))
             kept = [r for r in records if (r["round"], r["phase"]) in done]
             if torn or len(kept) != len(records):
-                _write_atomic(self._path(kind), _jsonl(kept))
+                write_atomic(self._path(kind), jsonl(kept))
 
     # -- records -------------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ class RunStore:
         if not records:
             return
         with self._path(kind).open("a", encoding="utf-8") as handle:
-            handle.write(_jsonl(records))
+            handle.write(jsonl(records))
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -145,4 +145,4 @@ class RunStore:
             raise RunError(f"{path}: corrupt manifest (not JSON)") from None
 
     def write_manifest(self, manifest: dict) -> None:
-        _write_atomic(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_atomic(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -9,8 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-DEFAULT_EMBEDDER = "minilm-l6"
+from agents.registry import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDER
 
 GENERATORS = {
     # name -> the networkx function that builds it (parameters pass through as keywords)
@@ -32,7 +31,7 @@ class Strict(BaseModel):
 class ModelRef(Strict):
     """Which model answers, and through which backend."""
 
-    name: str = DEFAULT_MODEL
+    name: str = DEFAULT_CHAT_MODEL
     backend: Literal["hf", "openai", "vllm"] = "hf"
     options: dict = Field(default_factory=dict, description="backend keyword options, e.g. base_url")
 
@@ -184,7 +183,9 @@ class BackScatterConfig(Strict):
 class ExportConfig(Strict):
     pair_margin: float = Field(0.5, ge=0, description="minimum observer-score gap for a pair")
     score_dimension: str | None = Field(None, description="dimension that ranks answers (default: first)")
-    sft_min_score: float | None = Field(None, description="SFT keeps revisions scoring at least this")
+    sft_min_score: float | None = Field(
+        None, description="SFT imitation keeps a question's best answer only if it scores at least this"
+    )
 
 
 class Scenario(Strict):

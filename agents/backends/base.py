@@ -106,4 +106,10 @@ def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> tuple[str,
 
 
 class BackendUnavailable(RuntimeError):
-    """A backend's optional dependency or server is missing (message says what to install)."""
+    """A backend cannot serve: an optional dependency, server or option is missing, or the server
+    refuses the request (the message says what to fix). The CLI reports it in one line."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """An error text squeezed onto one line, for one-line error messages."""
+    return " ".join(str(text).split())[:limit]

@@ -12,7 +12,7 @@ import time
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from agents.backends.base import Backend, Completion, GenerationRequest, Message, truncate_at_stop
+from agents.backends.base import Backend, Completion, GenerationRequest, Message, one_line, truncate_at_stop
 from agents.registry import ModelNotAvailable, check_model, resolve
 
 
@@ -34,8 +34,7 @@ def load_model_and_tokenizer(
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:  # what transformers raises for a missing or malformed model
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise ModelNotAvailable(f"cannot load model '{name}': {reason}") from error
+        raise ModelNotAvailable(f"cannot load model '{name}': {one_line(error) or type(error).__name__}") from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer

@@ -30,6 +30,7 @@ from agents.backends.base import (
     Completion,
     GenerationRequest,
     Message,
+    one_line,
     truncate_at_stop,
 )
 from agents.registry import resolve
@@ -43,12 +44,8 @@ SCORING_SERVERS = (
 )
 
 
-class ServerError(RuntimeError):
+class ServerError(BackendUnavailable):
     """An answer that retrying cannot fix: a 4xx other than 429, or a response missing promised fields."""
-
-
-def _one_line(text: object, limit: int = 300) -> str:
-    return " ".join(str(text).split())[:limit]
 
 
 def _auth_headers(api_key_env: str | None) -> dict[str, str]:
@@ -167,16 +164,16 @@ class OpenAIBackend(Backend):
                 try:
                     response = await self._client.post(url, json=payload)
                 except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as error:
-                    problem = _one_line(f"{type(error).__name__}: {error}")
+                    problem = one_line(f"{type(error).__name__}: {error}")
                     continue
                 if response.status_code < 400:
                     try:
                         return response.json()
                     except ValueError as error:
                         raise ServerError(
-                            f"{url} answered with non-JSON: {_one_line(response.text)}"
+                            f"{url} answered with non-JSON: {one_line(response.text)}"
                         ) from error
-                problem = f"HTTP {response.status_code}: {_one_line(response.text)}"
+                problem = f"HTTP {response.status_code}: {one_line(response.text)}"
                 if response.status_code != 429 and response.status_code < 500:
                     raise ServerError(f"{url} rejected the request with {problem}")
         raise BackendUnavailable(
@@ -286,8 +283,8 @@ class OpenAIBackend(Backend):
         """Completions with token-id prompts; a failure says which servers can do this at all."""
         try:
             return self._run(calls)
-        except (ServerError, BackendUnavailable) as error:
-            raise self._unsupported(feature, _one_line(error)) from error
+        except BackendUnavailable as error:  # ServerError included
+            raise self._unsupported(feature, one_line(error)) from error
 
     def _unsupported(self, feature: str, reason: str) -> BackendUnavailable:
         return BackendUnavailable(
