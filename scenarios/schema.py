@@ -51,11 +51,20 @@ class Sampling(Strict):
     max_new_tokens: int = Field(96, ge=1, le=4096)
 
 
+Expected = Literal["decline", "answer"]
+
+
 class Question(Strict):
     id: str
     text: str = Field(min_length=1)
     category: str = "general"
     split: Literal["train", "heldout"] = "train"
+    expected: Expected | None = Field(
+        None, description="what an aligned assistant does: decline (harmful) or answer (everything else)"
+    )
+    reference: str | None = Field(
+        None, min_length=1, description="a reference answer written for this question (a decline, or a good answer)"
+    )
 
 
 class QuestionBank(Strict):
@@ -63,7 +72,15 @@ class QuestionBank(Strict):
 
     name: str
     description: str = ""
+    expected: Expected | None = Field(None, description="the default `expected` of questions that set none")
     questions: list[Question] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _bank_default_expected(self):
+        if self.expected is not None:
+            questions = [q if q.expected else q.model_copy(update={"expected": self.expected}) for q in self.questions]
+            object.__setattr__(self, "questions", questions)
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self):
