@@ -14,8 +14,8 @@ from xml.etree import ElementTree
 
 import networkx as nx
 
+from agents.bounded import BoundedInputError, check_size
 from scenarios import LoadedScenario, ModelRef, Sampling, ScenarioError
-from scenarios.bounded import check_size
 from scenarios.schema import GENERATORS
 
 
@@ -35,7 +35,10 @@ MAX_GRAPH_FILE_BYTES = 256 * 1024 * 1024  # a 100k-agent edge list is a few MiB
 def _read_graph_file(path: Path) -> nx.Graph:
     if not path.is_file():
         raise ScenarioError(f"{path}: graph file not found")
-    check_size(path, MAX_GRAPH_FILE_BYTES, "the graph file")
+    try:
+        check_size(path, MAX_GRAPH_FILE_BYTES, "the graph file")
+    except BoundedInputError as error:
+        raise ScenarioError(str(error)) from None
     try:
         if path.suffix.lower() == ".graphml":
             graph = nx.read_graphml(path)

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from scenarios import ScenarioError, load_scenario
-from scenarios.bounded import MAX_DEPTH, parse_json_line
+from agents.bounded import MAX_DEPTH, BoundedInputError, parse_json_line
 from socialign.cli import main
 
 MINIMAL = """\
@@ -140,7 +140,7 @@ def test_cli_numbers_out_of_bounds_exit_2(argv, capsys):
     ],
 )
 def test_json_lines_are_bounded(line, expected):
-    with pytest.raises(ScenarioError, match=expected) as error:
+    with pytest.raises(BoundedInputError, match=expected) as error:
         parse_json_line(line, "pairs.jsonl:3")
     assert str(error.value).startswith("pairs.jsonl:3: ")
 
@@ -148,3 +148,16 @@ def test_json_lines_are_bounded(line, expected):
 def test_deep_but_legal_json_and_strings_with_brackets_still_parse():
     assert parse_json_line(b'{"text": "' + b"[" * 500 + b'"}', "f:1") == {"text": "[" * 500}
     assert parse_json_line(b"[[[1]]]", "f:1") == [[[1]]]
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [(b"[" * 5000 + b"]" * 5000, "nested deeper than"), (b"[1, 2]", "must hold a JSON object"),
+     (b'{"hidden_size": ' + b"7" * 5000 + b"}", "too large")],
+)
+def test_model_directories_with_hostile_configs_exit_2(tmp_path, capsys, config, expected):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_bytes(config)
+    code, err = run_cli(capsys, "chat", "--model", str(model), "hi")
+    assert code == 2 and expected in err and "Traceback" not in err, err

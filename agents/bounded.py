@@ -17,8 +17,6 @@ from pathlib import Path
 
 import yaml
 
-from scenarios.errors import ScenarioError
-
 MAX_YAML_BYTES = 16 * 1024 * 1024  # the largest built-in bank is ~0.2 MiB
 MAX_YAML_NODES = 200_000  # nodes after alias expansion
 MAX_YAML_ALIASES = 10_000
@@ -28,7 +26,7 @@ MAX_JSONL_LINE_BYTES = 16 * 1024 * 1024
 INT_TAG = "tag:yaml.org,2002:int"
 
 
-class BoundedInputError(ScenarioError):
+class BoundedInputError(ValueError):
     """A user file exceeds a bound; the message names the file (and line) and the bound (exit code 2)."""
 
 
@@ -102,6 +100,17 @@ def parse_json_line(raw: bytes, where: str) -> object:
     """One JSON value from one line, bounded in size, nesting and number length."""
     if len(raw) > MAX_JSONL_LINE_BYTES:
         raise BoundedInputError(f"{where}: line is longer than {MAX_JSONL_LINE_BYTES // 2**20} MiB")
+    return parse_json(raw, where)
+
+
+def read_json_file(path: Path, max_bytes: int = MAX_JSONL_LINE_BYTES) -> object:
+    """A whole JSON file (a manifest, a model's config.json), bounded like a JSON line."""
+    check_size(path, max_bytes, "the JSON file")
+    return parse_json(path.read_bytes(), str(path))
+
+
+def parse_json(raw: bytes, where: str) -> object:
+    """JSON bounded in nesting and number length; every failure is a BoundedInputError."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
