@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.bounded import BoundedInputError, read_json_file
+
 
 class ModelNotAvailable(RuntimeError):
     """A model name cannot be resolved on this machine (message says how to fix it)."""
@@ -174,6 +176,19 @@ def describe() -> list[dict]:
 
 # Files that mark a directory as a transformers model, a sentence-transformers model or a PEFT adapter.
 MODEL_DIR_MARKERS = ("config.json", "modules.json", "adapter_config.json")
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+def _check_model_config(name: str, config: Path) -> None:
+    """A model directory's config.json must be a bounded JSON object before transformers parses it."""
+    if not config.is_file():
+        return
+    try:
+        data = read_json_file(config, MAX_CONFIG_BYTES)
+    except BoundedInputError as error:
+        raise ModelNotAvailable(f"model '{name}': {error}") from None
+    if not isinstance(data, dict):
+        raise ModelNotAvailable(f"model '{name}': {config} must hold a JSON object")
 
 
 def check_model(name: str) -> None:
@@ -190,6 +205,8 @@ def check_model(name: str) -> None:
         raise ModelNotAvailable(
             f"model '{name}': a directory, but no model in it (none of {', '.join(MODEL_DIR_MARKERS)})"
         )
+    if local.is_dir():
+        _check_model_config(name, local / "config.json")
     if local.exists():
         return
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):

@@ -14,6 +14,7 @@ from xml.etree import ElementTree
 
 import networkx as nx
 
+from agents.bounded import BoundedInputError, check_size
 from scenarios import LoadedScenario, ModelRef, Sampling, ScenarioError
 from scenarios.schema import GENERATORS
 
@@ -28,9 +29,16 @@ class Agent:
     node: int
 
 
+MAX_GRAPH_FILE_BYTES = 256 * 1024 * 1024  # a 100k-agent edge list is a few MiB
+
+
 def _read_graph_file(path: Path) -> nx.Graph:
-    if not path.exists():
+    if not path.is_file():
         raise ScenarioError(f"{path}: graph file not found")
+    try:
+        check_size(path, MAX_GRAPH_FILE_BYTES, "the graph file")
+    except BoundedInputError as error:
+        raise ScenarioError(str(error)) from None
     try:
         if path.suffix.lower() == ".graphml":
             graph = nx.read_graphml(path)
@@ -60,6 +68,7 @@ def build_graph(loaded: LoadedScenario) -> nx.Graph:
             params.setdefault("n", count)
         if config.generator in {"watts_strogatz", "erdos_renyi", "barabasi_albert", "random_regular"}:
             params.setdefault("seed", loaded.scenario.seed)
+        _check_generator_size(config.generator, params, count, where)
         try:
             graph = getattr(nx, GENERATORS[config.generator])(**params)
         except (TypeError, ValueError, nx.NetworkXError) as error:
@@ -70,6 +79,21 @@ def build_graph(loaded: LoadedScenario) -> nx.Graph:
             "(they must match)"
         )
     return nx.convert_node_labels_to_integers(nx.Graph(graph), ordering="sorted" if _sortable(graph) else "default")
+
+
+def _check_generator_size(generator: str, params: dict, count: int, where: str) -> None:
+    """Refuse parameters that would build a graph far larger than the agents before building it."""
+    sizes = {name: value for name, value in params.items() if name != "seed" and isinstance(value, int)}
+    if generator == "grid" and {"m", "n"} <= set(sizes):
+        nodes = sizes["m"] * sizes["n"]
+        if nodes != count:
+            raise ScenarioError(
+                f"{where}.params: a {sizes['m']} x {sizes['n']} grid has {nodes:,} nodes but the agent groups "
+                f"have {count} agents (they must match)"
+            )
+    for name, value in sizes.items():
+        if value > count:
+            raise ScenarioError(f"{where}.params.{name}: {value:,} is more than the {count} agents")
 
 
 def _sortable(graph: nx.Graph) -> bool:

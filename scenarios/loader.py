@@ -14,6 +14,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from agents.bounded import MAX_YAML_BYTES, BoundedInputError, check_size, load_yaml
 from scenarios.errors import ScenarioError
 from scenarios.schema import Question, QuestionBank, Scenario
 
@@ -48,14 +49,18 @@ def _line_numbers(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
 
 def _read_yaml(path: Path) -> tuple[str, object, dict[tuple, int]]:
     try:
+        check_size(path, MAX_YAML_BYTES, "the YAML file")
         text = path.read_text(encoding="utf-8")
+    except BoundedInputError as error:
+        raise ScenarioError(str(error)) from None
     except FileNotFoundError:
         raise ScenarioError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ScenarioError(f"{path}: cannot read ({error})") from None
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data, node = load_yaml(path, text)
+    except BoundedInputError as error:
+        raise ScenarioError(str(error)) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""

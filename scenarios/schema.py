@@ -24,8 +24,18 @@ GENERATORS = {
 }
 
 
+# Bounds on what one machine can run: refused when the scenario loads, not discovered hours or
+# gigabytes later (10k-agent worlds are in scope; a billion agents is a typo).
+MAX_AGENTS = 100_000
+MAX_ROUNDS = 100_000
+MAX_AGENT_ROUNDS = 10_000_000  # agents x rounds: answers the run would write
+MAX_NEW_TOKENS = 4096
+MAX_SEED = 2**63 - 1
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: `temperature: .inf` is a typo, never a setting.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelRef(Strict):
@@ -46,9 +56,9 @@ class ModelRef(Strict):
 
 
 class Sampling(Strict):
-    temperature: float = Field(0.7, ge=0)
+    temperature: float = Field(0.7, ge=0, le=100)
     top_p: float = Field(0.9, gt=0, le=1)
-    max_new_tokens: int = Field(96, ge=1, le=4096)
+    max_new_tokens: int = Field(96, ge=1, le=MAX_NEW_TOKENS)
 
 
 Expected = Literal["decline", "answer"]
@@ -96,7 +106,7 @@ class QuestionsConfig(Strict):
     bank: str | None = Field(None, description="built-in bank name or a YAML file path")
     inline: list[Question] = Field(default_factory=list)
     categories: list[str] | None = Field(None, description="keep only these categories")
-    per_round: int = Field(10, ge=1, description="distinct questions asked each round")
+    per_round: int = Field(10, ge=1, le=MAX_AGENTS, description="distinct questions asked each round")
 
     @model_validator(mode="after")
     def _some_source(self):
@@ -125,7 +135,7 @@ class SeedMemory(Strict):
 
 class AgentGroup(Strict):
     group: str
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_AGENTS)
     persona: str
     model: ModelRef = Field(default_factory=ModelRef)
     sampling: Sampling = Field(default_factory=Sampling)
@@ -171,7 +181,7 @@ class RatingConfig(Strict):
 
 
 class ObserversConfig(Strict):
-    count: int = Field(1, ge=1)
+    count: int = Field(1, ge=1, le=32)
     model: ModelRef = Field(default_factory=ModelRef)
     personas: list[str] = Field(
         default_factory=list, description="observer i judges as personas[i % len]; default: an impartial observer"
@@ -187,7 +197,7 @@ class MemoryConfig(Strict):
 
 
 class BackScatterConfig(Strict):
-    peers: int = Field(3, ge=1, description="neighbours who rate each draft")
+    peers: int = Field(3, ge=1, le=64, description="neighbours who rate each draft")
     max_revisions: int = Field(1, ge=0, le=10)
     stop_at_mean_rating: float = Field(
         6.0, description="stop revising once the mean peer rating reaches this value"
@@ -208,8 +218,8 @@ class ExportConfig(Strict):
 class Scenario(Strict):
     name: str
     description: str = ""
-    seed: int = 0
-    rounds: int = Field(2, ge=1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    rounds: int = Field(2, ge=1, le=MAX_ROUNDS)
     questions: QuestionsConfig
     graph: GraphConfig = Field(default_factory=GraphConfig)
     agents: list[AgentGroup] = Field(min_length=1)
@@ -220,6 +230,13 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.agent_count > MAX_AGENTS:
+            raise ValueError(f"the agent groups have {self.agent_count:,} agents; at most {MAX_AGENTS:,} fit one machine")
+        if self.agent_count * self.rounds > MAX_AGENT_ROUNDS:
+            raise ValueError(
+                f"{self.agent_count:,} agents x {self.rounds:,} rounds is more than {MAX_AGENT_ROUNDS:,} answers; "
+                "use fewer rounds or agents"
+            )
         groups = [a.group for a in self.agents]
         if len(set(groups)) != len(groups):
             raise ValueError("agent group names must be unique")

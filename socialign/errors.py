@@ -10,9 +10,10 @@ class UserError(Exception):
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Every package's bad-input error, gathered here so each package stays import-free of the CLI."""
     from agents.backends import BackendUnavailable
+    from agents.bounded import BoundedInputError
     from agents.registry import ModelNotAvailable
 
-    types: list[type[BaseException]] = [UserError, ModelNotAvailable, BackendUnavailable]
+    types: list[type[BaseException]] = [UserError, ModelNotAvailable, BackendUnavailable, BoundedInputError]
     for module, name in (
         ("scenarios.errors", "ScenarioError"),
         ("sandbox.errors", "RunError"),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from agents.backends import GenerationRequest, create_backend
 from agents.registry import DEFAULT_CHAT_MODEL
-from socialign.arguments import at_least
+from scenarios.schema import MAX_NEW_TOKENS
+from socialign.arguments import at_least, seed
 from socialign.errors import UserError
 
 
@@ -14,9 +15,9 @@ def register(subparsers) -> None:
     parser.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="alias, local path or hub id")
     parser.add_argument("--backend", default="hf", choices=["hf", "openai", "vllm"])
     parser.add_argument("--base-url", help="server URL for the openai backend")
-    parser.add_argument("--max-new-tokens", type=at_least(1), default=96)
-    parser.add_argument("--temperature", type=at_least(0.0, float), default=0.3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS), default=96)
+    parser.add_argument("--temperature", type=at_least(0.0, float, 100.0), default=0.3)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.set_defaults(func=run)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from align.eval import EvalSettings, evaluate, markdown_table, write_report
 from scenarios import load_scenario
-from socialign.arguments import at_least
+from scenarios.schema import MAX_NEW_TOKENS
+from socialign.arguments import at_least, output_dir, seed
 
 
 def register(subparsers) -> None:
@@ -12,10 +13,10 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, help="trained model dir, alias or path")
     parser.add_argument("--baseline", help="compare against this model (pairwise, both orders)")
     parser.add_argument("--scenario", default="quick", help="built-in name or YAML path (held-out questions)")
-    parser.add_argument("--limit", type=at_least(1), help="evaluate at most this many held-out questions")
-    parser.add_argument("--max-new-tokens", type=at_least(1), default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="write eval.json and eval.md here (default: print the table only)")
+    parser.add_argument("--limit", type=at_least(1, int, 1_000_000), help="evaluate at most this many held-out questions")
+    parser.add_argument("--max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS), default=128)
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--out", type=output_dir, help="write eval.json and eval.md here (default: print the table only)")
     parser.set_defaults(func=run)
 
 

@@ -6,15 +6,16 @@ import json
 
 from sandbox import Simulation
 from scenarios import load_scenario
-from socialign.arguments import at_least
+from scenarios.schema import MAX_ROUNDS
+from socialign.arguments import at_least, output_dir, seed
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("simulate", help="run a scenario and record its alignment data")
     parser.add_argument("scenario", help="built-in scenario name (quick, classic, community) or a YAML path")
-    parser.add_argument("--out", required=True, help="run directory (created; must be empty or this run)")
-    parser.add_argument("--rounds", type=at_least(1), help="override the scenario's number of rounds")
-    parser.add_argument("--seed", type=int, help="override the scenario's seed")
+    parser.add_argument("--out", required=True, type=output_dir, help="run directory (created; must be empty or this run)")
+    parser.add_argument("--rounds", type=at_least(1, int, MAX_ROUNDS), help="override the scenario's number of rounds")
+    parser.add_argument("--seed", type=seed, help="override the scenario's seed")
     parser.add_argument("--resume", action="store_true", help="continue a run killed or stopped earlier")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
