@@ -31,7 +31,7 @@ def test_batch_returns_n_completions_per_request_within_budget(tiny_backend):
     for request, completions in zip(requests, out):
         for completion in completions:
             assert 1 <= completion.num_tokens <= request.max_new_tokens
-            assert completion.finish_reason in {"stop", "length"}
+            assert completion.finish_reason in {"eos", "length"}
     # The small token budget forces several chunks; every row still comes back in order.
     assert tiny_backend.stats.calls >= 2
 
@@ -55,19 +55,20 @@ def test_greedy_generation_is_independent_of_batch_neighbours(tiny_backend):
 
 
 def test_stop_strings_cut_the_text():
-    assert truncate_at_stop("abc STOP def", ("STOP",)) == ("abc ", True)
-    assert truncate_at_stop("abc", ("STOP",)) == ("abc", False)
-    assert truncate_at_stop("x;y.z", (".", ";")) == ("x", True)
+    assert truncate_at_stop("abc STOP def", ("STOP",)) == ("abc ", "STOP")
+    assert truncate_at_stop("abc", ("STOP",)) == ("abc", None)
+    assert truncate_at_stop("x;y.z", (".", ";")) == ("x", ";")
+    assert truncate_at_stop("a\n\nb", ("\n", "\n\n")) == ("a", "\n\n")  # the longest on a tie
 
 
 def test_score_matches_a_direct_forward_pass(tiny_backend):
     import torch
 
     prompt, continuation = user("score me"), "some continuation text"
-    (scored,) = tiny_backend.score([prompt], [continuation])
-    tokenizer, model = tiny_backend.tokenizer, tiny_backend.model
-    head = tokenizer(tiny_backend.render(prompt), add_special_tokens=False)["input_ids"]
-    tail = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    (scored,) = tiny_backend.score([prompt], [continuation], end_of_turn=False)
+    model = tiny_backend.model
+    head = tiny_backend.renderer.prompt_ids(prompt)
+    tail = tiny_backend.renderer.encode(continuation)
     with torch.no_grad():
         logits = model(torch.tensor([head + tail])).logits[0]
     direct = torch.log_softmax(logits, -1)[len(head) - 1 : -1].gather(-1, torch.tensor(tail)[:, None]).squeeze(-1)

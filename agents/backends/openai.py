@@ -216,9 +216,13 @@ class OpenAIBackend(Backend):
         num_tokens = (answer.get("usage") or {}).get("completion_tokens")
         if num_tokens is None:
             raise ServerError(f"{self.base_url} sent a chat completion without usage.completion_tokens")
-        text, hit_stop = truncate_at_stop(choice["message"].get("content") or "", stop)
-        finish = "length" if choice.get("finish_reason") == "length" and not hit_stop else "stop"
-        return Completion(text=text.strip(), num_tokens=num_tokens, finish_reason=finish)
+        text, stop_string = truncate_at_stop(choice["message"].get("content") or "", stop)
+        finish = "stop" if stop_string else "length" if choice.get("finish_reason") == "length" else "eos"
+        if finish == "eos" and stop:  # the server cut a stop string or met EOS: it did not say which
+            finish = "stop"
+        token_ids = tuple(self._tokenizer(text, add_special_tokens=False)["input_ids"]) if self._tokenizer else ()
+        return Completion(text=text, token_ids=token_ids, finish_reason=finish, stop_string=stop_string,
+                          generated=num_tokens)
 
     # -- log-probs ----------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ class VLLMBackend(Backend):
     def _completion(sample) -> Completion:
         # vLLM leaves stop strings out of the text already; "stop" covers EOS and stop strings.
         finish = "length" if sample.finish_reason == "length" else "stop"
-        return Completion(text=sample.text.strip(), num_tokens=len(sample.token_ids), finish_reason=finish)
+        return Completion(text=sample.text, token_ids=tuple(sample.token_ids), finish_reason=finish)
 
     def score(self, prompts: list[list[Message]], continuations: list[str]) -> list[list[float]]:
         pairs = [
