@@ -246,3 +246,18 @@ def test_real_model_prefers_a_sensible_continuation_over_shuffled_tokens(smollm_
     shuffled = smollm_backend.tokenizer.decode(shuffled_ids)
     good, bad = smollm_backend.score([prompt, prompt], [sensible, shuffled])
     assert sum(good) > sum(bad) + 5
+
+
+@pytest.mark.slow
+def test_real_model_ends_its_turn_with_eos_and_continues_a_prefix(smollm_backend):
+    question = user("What is the capital of France? Answer in one short sentence.")
+    [[answer], [continued]] = smollm_backend.generate([
+        GenerationRequest(question, max_new_tokens=64, temperature=0.0),
+        GenerationRequest(question, prefix="The capital of France is", max_new_tokens=16, temperature=0.0),
+    ])
+    assert (answer.finish_reason, answer.stop_string) == ("eos", None)
+    assert answer.num_tokens == len(answer.token_ids) + 1
+    assert "Paris" in answer.text
+    # The reply goes on from the prefix: it names the city next, it does not restart the answer.
+    assert continued.text.lstrip().startswith("Paris")
+    assert continued.text.startswith(" ")  # raw: the space the next word carries is kept
