@@ -53,7 +53,7 @@ def served(tiny_model_dir, tmp_path_factory):
             command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while True:
             if process.poll() is not None:
                 pytest.fail(
@@ -65,7 +65,7 @@ def served(tiny_model_dir, tmp_path_factory):
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve not ready after 90 s:\n{log_path.read_text()[-2000:]}")
+                pytest.fail(f"transformers serve not ready after 180 s:\n{log_path.read_text()[-2000:]}")
             time.sleep(0.25)
         yield f"http://127.0.0.1:{port}/v1", tiny_model_dir
     finally:
@@ -213,11 +213,18 @@ class RecordingServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, statuses: tuple[int, ...] = (), delay: float = 0.0, choice_extra: dict | None = None) -> None:
+    def __init__(
+        self,
+        statuses: tuple[int, ...] = (),
+        delay: float = 0.0,
+        choice_extra: dict | None = None,
+        completions_choice: dict | None = None,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), RecordingHandler)
         self.statuses = list(statuses)  # answered first, in order; 200 after them
         self.delay = delay
         self.choice_extra = choice_extra or {}  # e.g. vLLM's stop_reason
+        self.completions_choice = completions_choice  # the /v1/completions answer's one choice
         self.headers_seen: list[dict] = []
         self.bodies_seen: list[dict] = []
         self.in_flight = self.max_in_flight = 0
@@ -241,7 +248,12 @@ class RecordingHandler(BaseHTTPRequestHandler):
         time.sleep(server.delay * random.uniform(0.5, 1.5))  # overlapping, finishing out of order
         with server.lock:
             server.in_flight -= 1
-        if status == 200:
+        if status == 200 and self.path.endswith("/completions") and not self.path.endswith("/chat/completions"):
+            answer = {
+                "choices": [{"index": 0, **server.completions_choice}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+            }
+        elif status == 200:
             answer = {
                 "choices": [
                     {
@@ -392,3 +404,41 @@ def test_vllms_stop_reason_tells_eos_from_a_stop_string(recording):
         finally:
             backend.close()
         assert (completion.finish_reason, completion.stop_string) == expected
+
+
+def reported(tokenizer, text: str, style: str) -> dict:
+    """A /v1/completions logprobs block for ``text`` as vLLM (token_id:N) or llama.cpp (token text) spell it."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    tokens = [f"token_id:{i}" for i in ids] if style == "vllm" else [tokenizer.decode([i]) for i in ids]
+    return {"tokens": tokens, "token_logprobs": [-0.5 - k for k in range(len(ids))]}
+
+
+def test_reported_tokens_become_ids_and_logprobs_cut_after_the_stop_string(recording, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ran_on = tokenizer.encode(" Step one\n\nStep two", add_special_tokens=False)
+    through_stop = next(k for k in range(len(ran_on) + 1) if "\n\n" in tokenizer.decode(ran_on[:k]))
+    request = GenerationRequest(user("q"), prefix="Plan:", stop=("\n\n",), logprobs=True)
+    cases = [
+        # vLLM: the stop string cut from the text, its tokens reported, stop_reason says which.
+        ({"text": " Step one", "logprobs": reported(tokenizer, " Step one\n\n", "vllm"),
+          "finish_reason": "stop", "stop_reason": "\n\n"}, False,
+         tokenizer.encode(" Step one\n\n", add_special_tokens=False)),
+        # Stop strings cut here (local_stop): the server ran on past the stop string.
+        ({"text": " Step one\n\nStep two", "logprobs": reported(tokenizer, " Step one\n\nStep two", "llama.cpp"),
+          "finish_reason": "length"}, True, ran_on[:through_stop]),
+    ]
+    for choice, local_stop, expected_ids in cases:
+        server = recording(completions_choice=choice)
+        backend = OpenAIBackend("m", server.base_url, tokenizer=tiny_model_dir, local_stop=local_stop)
+        try:
+            [[completion]] = backend.generate([request])
+        finally:
+            backend.close()
+        assert (completion.text, completion.finish_reason, completion.stop_string) == (" Step one", "stop", "\n\n")
+        assert completion.token_ids == tuple(expected_ids)
+        assert completion.logprobs == tuple(-0.5 - k for k in range(len(expected_ids)))
+        sent = server.bodies_seen[0]
+        assert sent["prompt"].endswith("<|im_start|>assistant\nPlan:")  # the renderer's prompt, prefix last
+        assert ("stop" in sent) is not local_stop

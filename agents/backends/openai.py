@@ -269,23 +269,20 @@ class OpenAIBackend(Backend):
                 "logprobs.tokens/token_logprobs (vLLM serve and llama-cpp-python's server return them; "
                 "transformers serve ignores the request for them)"
             )
-        return [(self._token_id(piece), self._piece_text(piece), value) for piece, value in zip(strings, values)]
+        return [(*self._token(piece), value) for piece, value in zip(strings, values)]
 
-    def _token_id(self, piece: str) -> int:
-        if piece.startswith(TOKEN_ID_MARK) and piece[len(TOKEN_ID_MARK) :].isdigit():
-            return int(piece[len(TOKEN_ID_MARK) :])
+    def _token(self, piece: str) -> tuple[int, str]:
+        """(id, text) of a reported token: vLLM's ``token_id:N``, else the local tokenizer's one id for it."""
+        number = piece.removeprefix(TOKEN_ID_MARK)
+        if piece.startswith(TOKEN_ID_MARK) and number.isdigit():
+            return int(number), self._tokenizer.decode([int(number)])
         ids = self._tokenizer.encode(piece, add_special_tokens=False)
         if len(ids) != 1:
             raise ServerError(
                 f"the server at {self.base_url} reported the token {piece!r}, which the local tokenizer "
                 f"{self.tokenizer_name} does not spell as one token: is it the served model's tokenizer?"
             )
-        return ids[0]
-
-    def _piece_text(self, piece: str) -> str:
-        if piece.startswith(TOKEN_ID_MARK) and piece[len(TOKEN_ID_MARK) :].isdigit():
-            return self._tokenizer.decode([int(piece[len(TOKEN_ID_MARK) :])])
-        return piece
+        return ids[0], piece
 
     @staticmethod
     def _through(pieces: list[tuple[int, str, float]], length: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
