@@ -210,6 +210,7 @@ class Scenario(Strict):
     description: str = ""
     seed: int = 0
     rounds: int = Field(2, ge=1)
+    replicas: int = Field(1, ge=1, description="independent copies of the world, each with a seed derived from `seed`")
     questions: QuestionsConfig
     graph: GraphConfig = Field(default_factory=GraphConfig)
     agents: list[AgentGroup] = Field(min_length=1)
