@@ -43,14 +43,22 @@ class RunContext:
         return "/".join(str(p) for p in (self.world_id, *parts))
 
     def step(self, step: Step, make: Callable[[], Producer[list[Record]]]) -> Producer[list[Record]]:
-        """Replay a done step from its records, or run ``make()``, then store and mark the step.
-
-        Steps are pure functions of earlier records and derived seeds, so replaying done steps
-        and rerunning the rest reaches exactly the records of an uninterrupted run.
-        """
-        if self.store.is_done(step):
-            return self.store.replay(step)
-        records = yield from labelled(step.phase.family, make())
-        self.store.commit(step, records)
-        self.on_commit(step)
+        fresh = not self.store.is_done(step)
+        records = yield from replay_or_run(self.store, step, make)
+        if fresh:
+            self.on_commit(step)
         return records
+
+
+def replay_or_run(store: WorldStore, step: Step, make: Callable[[], Producer[list[Record]]]) -> Producer[list[Record]]:
+    """Replay a done step from its records, or run ``make()``, then store and mark the step.
+
+    Steps are pure functions of earlier records and seeds derived from record ids, so replaying
+    done steps and rerunning the rest reaches exactly the records of an uninterrupted run,
+    whatever the record kinds.
+    """
+    if store.is_done(step):
+        return store.replay(step)
+    records = yield from labelled(step.phase.family, make())
+    store.commit(step, records)
+    return records
