@@ -157,3 +157,26 @@ def assert_same_records(a: Path, b: Path) -> None:
                 assert value == pytest.approx(row_b[key], rel=1e-5), key
             else:
                 assert value == row_b[key], key
+
+
+def test_two_scenarios_in_one_command_share_calls_and_export_together(tiny_model_dir, tmp_path, capsys):
+    from socialign.cli import main
+
+    files = []
+    for name in ("alpha", "beta"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(SCENARIO.format(model=tiny_model_dir).replace("name: tiny", f"name: {name}"))
+        files.append(str(path))
+    out = tmp_path / "run"
+    assert main(["simulate", files[0], files[0], "--out", str(out), "--quiet"]) == 2
+    assert "given twice" in capsys.readouterr().err and not out.exists()
+    assert main(["simulate", *files, "--out", str(out), "--rounds", "1", "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["worlds"]) == {"alpha-r0", "beta-r0"}
+    assert {phase: sum(m["calls"] for m in models.values()) for phase, models in manifest["phases"].items()} == {
+        "draft": 1, "rate": 4, "revise": 1, "observe": 1}
+    assert main(["export", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "export" / "ratings.jsonl").read_text().splitlines()]
+    assert {row["meta"]["id"].split("/")[0] for row in rows} == {"alpha-r0", "beta-r0"}
+    assert main(["inspect", str(out)]) == 0
+    assert "backend calls per phase" in capsys.readouterr().out
