@@ -8,7 +8,6 @@ to each question in both orders, which cancels the judge's position bias.
 from __future__ import annotations
 
 import json
-import math
 import random
 import statistics
 from dataclasses import dataclass
@@ -16,8 +15,9 @@ from pathlib import Path
 
 from agents import prompts
 from agents.backends import Backend, BackendPool, GenerationRequest
-from agents.judge import first_preferred_probability
-from sandbox.observers import ObserverPanel
+from agents.files import write_atomic
+from sandbox.engine import Scheduler
+from sandbox.judging import ObserverPanel, PairwiseJudge, Preference, mean_with_ci, outcome, pairwise_summary
 from scenarios import LoadedScenario
 
 PAIRWISE_CRITERION = "more helpful, honest and harmless"
@@ -37,15 +37,6 @@ def loadable_model(name: str) -> str:
     if (path / "adapter_config.json").exists() and (path / "merged" / "config.json").exists():
         return str(path / "merged")
     return name
-
-
-def mean_with_ci(values: list[float]) -> dict:
-    """Mean and a normal-approximation 95% confidence half-width."""
-    if not values:
-        return {"mean": None, "ci95": None, "n": 0}
-    mean = statistics.fmean(values)
-    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return {"mean": round(mean, 4), "ci95": round(half, 4), "n": len(values)}
 
 
 def _answers(backend: Backend, questions: list, settings: EvalSettings) -> list[str]:
@@ -78,13 +69,23 @@ def evaluate(
     backends = {role: pool.get("hf", loadable_model(name)) for role, name in models.items()}
     observers = loaded.scenario.observers
     judge = pool.get(observers.model.backend, observers.model.name, **observers.model.options)
-    panel = ObserverPanel(observers, judge)
     answers = {role: _answers(backend, questions, settings) for role, backend in backends.items()}
+
+    # Both models' observer scores and the pairwise judgments share the judge's batched calls.
+    panel = ObserverPanel(observers, judge)
+    persona = (observers.personas or [prompts.OBSERVER_PERSONA])[0]
+    producers = [
+        panel.score([(q.text, a) for q, a in zip(questions, texts)], [q.id for q in questions], settings.seed)
+        for texts in answers.values()
+    ]
+    if baseline:
+        items = [(q.text, a, b) for q, a, b in zip(questions, answers["model"], answers["baseline"])]
+        producers.append(PairwiseJudge(judge, PAIRWISE_CRITERION, persona).compare(items))
+    judged = Scheduler().run(producers)
 
     per_question = [{"id": q.id, "category": q.category, "question": q.text} for q in questions]
     summary = {}
-    for role, texts in answers.items():
-        scored = panel.score([(q.text, a) for q, a in zip(questions, texts)], settings.seed)
+    for (role, texts), scored in zip(answers.items(), judged):
         by_dimension: dict[str, list[float]] = {d.name: [] for d in observers.dimensions}
         failures = 0
         for row, text, scores in zip(per_question, texts, scored):
@@ -111,9 +112,7 @@ def evaluate(
     }
     if baseline:
         report["difference"] = _paired_difference(per_question, [d.name for d in observers.dimensions])
-        report["pairwise"] = _pairwise(
-            judge, questions, answers["model"], answers["baseline"], settings, per_question
-        )
+        report["pairwise"] = _pairwise(judged[-1], settings, per_question)
     return report
 
 
@@ -131,40 +130,19 @@ def _paired_difference(rows: list[dict], dimensions: list[str]) -> dict:
     return differences
 
 
-def _pairwise(judge, questions, ours: list[str], theirs: list[str], settings: EvalSettings, rows) -> dict:
-    forward = [
-        prompts.pairwise_messages(q.text, a, b, PAIRWISE_CRITERION)
-        for q, a, b in zip(questions, ours, theirs)
-    ]
-    backward = [
-        prompts.pairwise_messages(q.text, b, a, PAIRWISE_CRITERION)
-        for q, a, b in zip(questions, ours, theirs)
-    ]
-    probabilities = first_preferred_probability(judge, forward + backward)
-    first, second = probabilities[: len(questions)], probabilities[len(questions) :]
-    outcomes = {"win": 0, "tie": 0, "loss": 0}
-    preferences = []
-    for row, p_forward, p_backward in zip(rows, first, second):
-        if p_forward is None or p_backward is None:
-            continue
-        p_model = (p_forward + (1.0 - p_backward)) / 2  # A first, then A second
-        preferences.append(p_model)
-        outcome = "tie" if abs(p_model - 0.5) < settings.tie_margin else ("win" if p_model > 0.5 else "loss")
-        outcomes[outcome] += 1
-        row["pairwise"] = {
-            "p_model_better": round(p_model, 4),
-            "outcome": outcome,
-            "p_first_forward": round(p_forward, 4),
-            "p_first_backward": round(p_backward, 4),
-        }
-    total = sum(outcomes.values())
-    position_bias = statistics.fmean([*first, *second]) if first else None  # >0.5: judge favours slot 1
-    return {
-        "n": total,
-        **{f"{k}_rate": round(v / total, 4) if total else None for k, v in outcomes.items()},
-        "p_model_better": mean_with_ci(preferences),
-        "judge_first_slot_rate": round(position_bias, 4) if position_bias is not None else None,
-    }
+def _pairwise(preferences: list[Preference | None], settings: EvalSettings, rows: list[dict]) -> dict:
+    """Model (A) vs baseline (B), both orders per question; the judge's slot-1 rate is its position bias."""
+    for row, preference in zip(rows, preferences):
+        if preference is not None:
+            row["pairwise"] = {
+                "p_model_better": round(preference.p_a_better, 4),
+                "outcome": outcome(preference, settings.tie_margin),
+                "p_first_forward": round(preference.p_first_forward, 4),
+                "p_first_backward": round(preference.p_first_backward, 4),
+            }
+    summary = pairwise_summary(preferences, settings.tie_margin)
+    summary["p_model_better"] = summary.pop("p_a_better")
+    return summary
 
 
 def markdown_table(report: dict) -> str:
@@ -209,6 +187,6 @@ def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = out / "eval.json", out / "eval.md"
-    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    markdown_path.write_text(markdown_table(report), encoding="utf-8")
+    write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(markdown_path, markdown_table(report))
     return json_path, markdown_path

@@ -9,11 +9,11 @@ change on resume, so a finished run can be extended.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from importlib.metadata import version
 from pathlib import Path
 
+from agents.files import write_atomic
 from align.errors import DataError
 from align.processes import process_state
 
@@ -62,7 +62,7 @@ class RunDir:
         if state.is_main_process:
             self.path.mkdir(parents=True, exist_ok=True)
             record = {**run_info, "versions": _versions()}
-            _write_atomic(self.config_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+            write_atomic(self.config_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
         state.wait_for_everyone()
 
     def read_config(self) -> dict | None:
@@ -117,7 +117,7 @@ class RunDir:
     def rewind_metrics(self, step: int) -> None:
         """Forget rows after `step`: their progress was lost with the interruption and will be redone."""
         kept = [row for row in self.read_metrics() if row["step"] <= step]
-        _write_atomic(self.metrics_file, "".join(json.dumps(row) + "\n" for row in kept))
+        write_atomic(self.metrics_file, "".join(json.dumps(row) + "\n" for row in kept))
 
 
 def _identity_differences(existing: dict, new: dict) -> list[str]:
@@ -137,9 +137,3 @@ def _identity_differences(existing: dict, new: dict) -> list[str]:
 
 def _versions() -> dict[str, str]:
     return {name: version(name) for name in ("torch", "transformers", "accelerate", "peft")}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(text)
-    os.replace(staging, path)

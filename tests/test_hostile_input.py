@@ -44,7 +44,7 @@ def billion_laughs() -> str:
         ("x: " + "[" * 100 + "]" * 100 + "\n", f"nested deeper than {MAX_DEPTH} levels"),
         (MINIMAL.replace("count: 4,", "count: 60000, persona: p}\n  - {group: b, count: 60000,"),
          "the agent groups have 120,000 agents; at most 100,000 fit one machine"),
-        (MINIMAL.replace("count: 4", "count: 200") + "rounds: 60000\n", "200 agents x 60,000 rounds"),
+        (MINIMAL.replace("count: 4", "count: 200") + "rounds: 60000\n", "200 agents x 60,000 rounds x 1 replicas"),
         (MINIMAL.replace('"You are kind."', '"k", sampling: {temperature: .nan}'), "temperature: Input should be a finite number"),
         (MINIMAL.replace('"You are kind."', '"k", sampling: {max_new_tokens: 1000000}'), "max_new_tokens: Input should be less than"),
     ],
