@@ -29,7 +29,7 @@ def test_bad_data_line_is_one_line_on_stderr_and_exit_2(tmp_path, tiny_model_dir
     )
     assert completed.returncode == 2
     assert completed.stderr.splitlines() == [
-        f"socialign train: error: {path}:2: field 'chosen' must be a non-empty list of assistant messages"
+        f"socialign train: error: {path}:2: field 'chosen' must be a list of one assistant message"
     ]
     assert not (tmp_path / "out").exists()  # nothing written before the data is known good
 
