@@ -55,7 +55,41 @@ _EXPORTS = {
     "train_sft": "align.sft",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "METHODS",
+    "DPOConfig",
+    "DataError",
+    "LoraSettings",
+    "Method",
+    "PreferenceLoss",
+    "PreferencePair",
+    "PreferenceTrainer",
+    "RunDir",
+    "SFTConfig",
+    "SFTConversation",
+    "SFTExample",
+    "StepOutput",
+    "SupervisedTrainer",
+    "TokenizedExample",
+    "TokenizedPair",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "dpo_loss",
+    "ipo_loss",
+    "load_pairs",
+    "load_sft",
+    "locate_pairs",
+    "locate_sft",
+    "register_method",
+    "sft_loss",
+    "tokenize_pair",
+    "tokenize_pairs",
+    "tokenize_sft",
+    "train",
+    "train_dpo",
+    "train_sft",
+]
 
 
 def __getattr__(name: str):

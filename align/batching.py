@@ -67,7 +67,10 @@ class BatchPlan:
 def collate(pairs: Sequence[TokenizedPair], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Rows 0..B-1 are prompt+chosen, rows B..2B-1 prompt+rejected, right-padded to the longest row."""
     chosen, rejected = zip(*(pair.rows() for pair in pairs))
-    rows = [(prompt + completion, [0] * len(prompt) + [1] * len(completion)) for prompt, completion in chosen + rejected]
+    rows = [
+        (prompt + completion, [0] * len(prompt) + [1] * len(completion))
+        for prompt, completion in chosen + rejected
+    ]
     return {
         **pad_rows(rows, pad_token_id),
         "weights": torch.tensor([p.weight for p in pairs], dtype=torch.float32),

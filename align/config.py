@@ -18,19 +18,17 @@ SCHEDULERS = get_args(Scheduler)
 DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}  # adapters need a larger step to move as far
 
 
-def _option(default, help: str, **metadata):
-    return field(default=default, metadata={"help": help, **metadata})
-
-
 @dataclass
 class LoraSettings:
     """LoRA adapter (PEFT); the adapter is saved, plus a merged model."""
 
-    r: int = _option(16, "rank")
-    alpha: int = _option(32, "scaling numerator (scale = alpha / r)")
-    dropout: float = _option(0.05, "dropout on the adapter's input")
+    r: int = field(default=16, metadata={"help": "rank"})
+    alpha: int = field(default=32, metadata={"help": "scaling numerator (scale = alpha / r)"})
+    dropout: float = field(default=0.05, metadata={"help": "dropout on the adapter's input"})
     # PEFT's "all-linear": every attention and MLP projection, whatever the architecture calls them.
-    target_modules: str = _option("all-linear", "'all-linear', or a regex matching module names (PEFT)")
+    target_modules: str = field(
+        default="all-linear", metadata={"help": "'all-linear', or a regex matching module names (PEFT)"}
+    )
 
     def checks(self) -> list[tuple[bool, str]]:
         return [
@@ -43,21 +41,37 @@ class LoraSettings:
 class TrainConfig:
     """Optimisation, checkpoints and LoRA: what every method shares."""
 
-    lr: float | None = _option(
-        None, f"learning rate (default: {DEFAULT_LR['full']:g}; {DEFAULT_LR['lora']:g} with --lora)"
+    lr: float | None = field(
+        default=None,
+        metadata={
+            "help": f"learning rate (default: {DEFAULT_LR['full']:g}; {DEFAULT_LR['lora']:g} with --lora)"
+        },
     )
-    epochs: int = _option(1, "passes over the data")
-    max_steps: int | None = _option(None, "optimizer steps; overrides --epochs (cycles through the data)")
-    batch_size: int = _option(8, "examples per device per micro-batch")
-    grad_accum: int = _option(1, "micro-batches per optimizer step")
-    max_length: int = _option(1024, "tokens per prompt + completion (the prompt is cut from the left first)")
-    warmup_ratio: float = _option(0.1, "fraction of the steps with a rising learning rate")
-    lr_scheduler: Scheduler = _option("linear", "learning-rate schedule after warmup")
-    weight_decay: float = _option(0.0, "AdamW weight decay")
-    max_grad_norm: float | None = _option(1.0, "clip the gradient norm to this")
-    seed: int = _option(0, "seed of the batch order, dropout and initialisation")
-    save_steps: int = _option(200, "checkpoint every N steps, and always at the last")
-    lora: LoraSettings | None = _option(None, "train a LoRA adapter instead of all weights")
+    epochs: int = field(default=1, metadata={"help": "passes over the data"})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "optimizer steps; overrides --epochs (cycles through the data)"}
+    )
+    batch_size: int = field(default=8, metadata={"help": "examples per device per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_length: int = field(
+        default=1024,
+        metadata={"help": "tokens per prompt + completion (the prompt is cut from the left first)"},
+    )
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "fraction of the steps with a rising learning rate"}
+    )
+    lr_scheduler: Scheduler = field(
+        default="linear", metadata={"help": "learning-rate schedule after warmup"}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm to this"})
+    seed: int = field(default=0, metadata={"help": "seed of the batch order, dropout and initialisation"})
+    save_steps: int = field(
+        default=200, metadata={"help": "checkpoint every N steps, and always at the last"}
+    )
+    lora: LoraSettings | None = field(
+        default=None, metadata={"help": "train a LoRA adapter instead of all weights"}
+    )
 
     def __post_init__(self) -> None:
         if self.lr is None:
@@ -90,10 +104,11 @@ class TrainConfig:
 class DPOConfig(TrainConfig):
     """DPO (sigmoid) or IPO on preference pairs, against the frozen starting model."""
 
-    beta: float = _option(0.1, "pull towards the reference model")
-    loss: Loss = _option("sigmoid", "DPO's sigmoid loss, or IPO's squared loss")
-    label_smoothing: float = _option(
-        0.0, "cDPO flip probability, sigmoid only (a pair's own label_smoothing field wins)"
+    beta: float = field(default=0.1, metadata={"help": "pull towards the reference model"})
+    loss: Loss = field(default="sigmoid", metadata={"help": "DPO's sigmoid loss, or IPO's squared loss"})
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={"help": "cDPO flip probability, sigmoid only (a pair's own label_smoothing field wins)"},
     )
 
     def checks(self) -> list[tuple[bool, str]]:
@@ -113,11 +128,17 @@ class DPOConfig(TrainConfig):
 class SFTConfig(TrainConfig):
     """Supervised fine-tuning: next-token loss on the assistant tokens only."""
 
-    lr: float | None = _option(
-        None, f"learning rate (default: {DEFAULT_LR['full'] * 4:g}; {DEFAULT_LR['lora'] * 4:g} with --lora)"
+    lr: float | None = field(
+        default=None,
+        metadata={
+            "help": f"learning rate (default: {DEFAULT_LR['full'] * 4:g}; {DEFAULT_LR['lora'] * 4:g} with --lora)"
+        },
     )
-    group_by_length: bool = _option(
-        True, "batch examples of similar length together (little padding; the order is still shuffled)"
+    group_by_length: bool = field(
+        default=True,
+        metadata={
+            "help": "batch examples of similar length together (little padding; the order is still shuffled)"
+        },
     )
 
     def __post_init__(self) -> None:

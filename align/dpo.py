@@ -34,7 +34,9 @@ class PreferenceTrainer(Trainer):
     @classmethod
     def tokenize(cls, rows, tokenizer, config: DPOConfig, path: Path) -> list[TokenizedPair]:
         if config.loss != "sigmoid" and any(pair.label_smoothing for pair in rows):
-            raise DataError(f"{path}: pairs set label_smoothing, which only the sigmoid loss uses (--loss {config.loss})")
+            raise DataError(
+                f"{path}: pairs set label_smoothing, which only the sigmoid loss uses (--loss {config.loss})"
+            )
         return tokenize_pairs(rows, tokenizer, config.max_length)
 
     def collate(self, examples: list[TokenizedPair]) -> dict[str, torch.Tensor]:
@@ -54,7 +56,11 @@ class PreferenceTrainer(Trainer):
         where = torch.tensor(indices)
         reference = self.reference[where].to(logps.device)
         out = self.loss(
-            *logps.chunk(2), reference[:, 0], reference[:, 1], *lengths.chunk(2), batch["weights"],
+            *logps.chunk(2),
+            reference[:, 0],
+            reference[:, 1],
+            *lengths.chunk(2),
+            batch["weights"],
             self.smoothing[where].to(logps.device),
         )
         pairs = torch.tensor(len(indices))

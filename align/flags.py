@@ -44,19 +44,24 @@ def config_from_args(config_class: type, args: argparse.Namespace):
         if nested is None:
             values[item.name] = getattr(args, item.name)
         elif getattr(args, item.name):
-            values[item.name] = nested(**{f.name: getattr(args, f"{item.name}_{f.name}") for f in dataclasses.fields(nested)})
+            values[item.name] = nested(
+                **{f.name: getattr(args, f"{item.name}_{f.name}") for f in dataclasses.fields(nested)}
+            )
         else:
             values[item.name] = None
     return config_class(**values)
 
 
-def _add_scalar(group, item: dataclasses.Field, hint, flag: str, dest: str, default=dataclasses.MISSING) -> None:
-    default = item.default if default is dataclasses.MISSING else default
-    kind, optional = _unwrap_optional(hint)
+def _add_scalar(group, item: dataclasses.Field, hint, flag: str, dest: str) -> None:
+    default = item.default
+    kind = _unwrap_optional(hint)
     help_text = item.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
     if kind is bool:
         group.add_argument(
-            flag, dest=dest, action=argparse.BooleanOptionalAction, default=default,
+            flag,
+            dest=dest,
+            action=argparse.BooleanOptionalAction,
+            default=default,
             help=_with_default(help_text, default),
         )
         return
@@ -68,8 +73,13 @@ def _add_scalar(group, item: dataclasses.Field, hint, flag: str, dest: str, defa
         raise TypeError(f"{item.name}: no command-line flag for fields of type {hint!r}")
     metavar = kind.__name__.upper() if "choices" not in options else None
     group.add_argument(
-        flag, dest=dest, type=kind, default=default, metavar=metavar,
-        help=_with_default(help_text, default), **options,
+        flag,
+        dest=dest,
+        type=kind,
+        default=default,
+        metavar=metavar,
+        help=_with_default(help_text, default),
+        **options,
     )
 
 
@@ -94,16 +104,17 @@ def _declaring_class(config_class: type, name: str) -> type:
 
 
 def _nested_dataclass(hint) -> type | None:
-    kind, _ = _unwrap_optional(hint)
+    kind = _unwrap_optional(hint)
     return kind if isinstance(kind, type) and dataclasses.is_dataclass(kind) else None
 
 
-def _unwrap_optional(hint) -> tuple[Any, bool]:
+def _unwrap_optional(hint):
+    """`X | None` -> X (None stays the default; a flag always takes a value of type X)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) == 1:
-            return args[0], True
-    return hint, False
+            return args[0]
+    return hint
 
 
 def _flag(name: str) -> str:

@@ -31,7 +31,9 @@ def train(
     method = get_method(method) if isinstance(method, str) else method
     config = config if config is not None else method.config()
     if not isinstance(config, method.config):
-        raise TypeError(f"method {method.name} takes a {method.config.__name__}, not a {type(config).__name__}")
+        raise TypeError(
+            f"method {method.name} takes a {method.config.__name__}, not a {type(config).__name__}"
+        )
     trainer_class = method.trainer_class()
     data_file = trainer_class.locate(data)
     rows = trainer_class.load(data_file)

@@ -26,7 +26,11 @@ from align.trainer import StepOutput, Trainer, TrainResult
 class SupervisedTrainer(Trainer):
     config: SFTConfig
     examples: list[TokenizedExample]
-    panels = (("loss", "loss (NLL per assistant token)"), ("grad_norm", "gradient norm"), ("lr", "learning rate"))
+    panels = (
+        ("loss", "loss (NLL per assistant token)"),
+        ("grad_norm", "gradient norm"),
+        ("lr", "learning rate"),
+    )
 
     locate = staticmethod(locate_sft)
     load = staticmethod(load_sft)

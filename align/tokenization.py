@@ -175,7 +175,9 @@ def truncate_example(example: TokenizedExample, max_length: int) -> TokenizedExa
     return TokenizedExample(example.input_ids[window], example.loss_mask[window])
 
 
-def _cut(prompt: list[int], completion: list[int], longest: int, max_length: int) -> tuple[list[int], list[int]]:
+def _cut(
+    prompt: list[int], completion: list[int], longest: int, max_length: int
+) -> tuple[list[int], list[int]]:
     keep = _prompt_budget(len(prompt), longest, max_length)
     return prompt[len(prompt) - keep :], completion[: max_length - keep]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from agents.chat import ChatRenderer
 from align import DataError, TokenizedPair, load_pairs, locate_pairs, tokenize_pair, tokenize_pairs
 from align.batching import BatchPlan, collate
-from agents.chat import ChatRenderer
 from align.tokenization import truncate
 
 SAMPLE_PAIRS = [

@@ -17,6 +17,7 @@ from agents.chat import ChatRenderer
 from align import DataError, SFTConfig, load_sft, locate_sft, sft_loss, tokenize_sft, train_sft
 from align.batching import BatchPlan, collate_examples
 from align.logprobs import token_logps
+from align.tokenization import TokenizedExample, truncate_example
 from socialign.cli import main
 
 
@@ -165,6 +166,14 @@ def test_tokenization_matches_trl_sft_trainer(tiny_model_dir, tokenizer, sft_fil
     theirs = [trainer.train_dataset[i] for i in range(len(ours))]
     assert [e.input_ids for e in ours] == [t["input_ids"] for t in theirs]
     assert [e.loss_mask for e in ours] == [[int(label != -100) for label in t["labels"]] for t in theirs]
+
+
+def test_truncation_keeps_the_prompts_end_and_the_replys_start():
+    example = TokenizedExample(list(range(100)), [0] * 40 + [1] * 60)
+    cut = truncate_example(example, max_length=32)
+    assert cut.input_ids == list(range(24, 56))  # 16 prompt tokens (half the budget), the reply's first 16
+    assert cut.loss_mask == [0] * 16 + [1] * 16
+    assert truncate_example(example, max_length=100) is example
 
 
 def test_length_grouped_batches_cover_the_epoch_and_pad_little():

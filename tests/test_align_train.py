@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from test_align_data import write_pairs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from align import DataError, LoraSettings, DPOConfig, load_pairs, train_dpo
+from align import DataError, DPOConfig, LoraSettings, load_pairs, train_dpo
 
 
 class Interrupted(Exception):

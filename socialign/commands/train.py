@@ -35,7 +35,10 @@ def method_parser(args: argparse.Namespace) -> argparse.ArgumentParser:
     method = get_method(args.method)
     parser = argparse.ArgumentParser(prog="socialign train", description=method.description)
     parser.add_argument(
-        "--method", choices=sorted(METHODS), default=method.name, help="training method (default: %(default)s)"
+        "--method",
+        choices=sorted(METHODS),
+        default=method.name,
+        help="training method (default: %(default)s)",
     )
     parser.add_argument("--data", required=True, help=method.data_help)
     parser.add_argument(
