@@ -26,6 +26,7 @@ import numpy as np
 from agents.backends import Backend
 from agents.judge import first_preferred_probability
 from agents.prompts import pairwise_messages
+from align.processes import cpu_process_group
 from sandbox.selfplay import DEFAULT_CRITERION, debias, position_bias, win_rates
 
 # (question, first answer, second answer) for each item -> P(the judge prefers the first); one batched call.
@@ -93,7 +94,7 @@ class SPOReward:
             p = np.concatenate([o[g] for o in outcomes])
             rates = win_rates(k, np.tile(first, len(outcomes)), np.tile(second, len(outcomes)), p)
             rewards += [None if math.isnan(r) else float(r) for r in rates]
-        entry = {"groups": len(starts), "rewards": rewards, "zero_spread_share": zero_spread_share(rewards, k),
+        entry = {"groups": len(starts), "questions": [questions[s] for s in starts], "rewards": rewards, "zero_spread_share": zero_spread_share(rewards, k),
                  "position_bias": biases}
         self.history.append(entry)
         log_metric = kwargs.get("log_metric")
@@ -162,6 +163,7 @@ def train_spo(
         logging_steps=1,
         save_strategy="no",
         dataloader_pin_memory=False,
+        use_cpu=cpu_process_group(),  # torchrun on CPUs: DDP over gloo, as our other trainers do
         seed=seed,
     )
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": q}]} for q in questions])

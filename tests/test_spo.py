@@ -79,3 +79,45 @@ def test_one_spo_step_on_a_tiny_model_keeps_groups_whole(tiny_model_dir, tmp_pat
     assert step["frac_reward_zero_std"] == pytest.approx(entry["zero_spread_share"])
     assert "kl" in step and "spo/zero_spread_share" in step
     assert 0.0 <= result.zero_spread_share <= 1.0
+
+
+TWO_PROCESS_SCRIPT = """
+import json, os, sys
+from align.spo import train_spo
+
+def longer_wins(items):
+    return [1.0 if len(a) > len(b) else 0.0 if len(a) < len(b) else 0.5 for _, a, b in items]
+
+model, out = sys.argv[1], sys.argv[2]
+questions = ["Is it fine to lie?", "Return a lost wallet?", "Skip work?", "Tell a secret?"]
+result = train_spo(model, questions, out, longer_wins, k=3, groups_per_device=1, max_steps=2, max_completion_length=6)
+with open(os.path.join(out, f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump(result.reward_history, f)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_each_get_whole_groups(tiny_model_dir, tmp_path):
+    """torchrun, two CPU processes: each step every process scores whole groups of K, different prompts."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "spo_ddp.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    out = tmp_path / "out"
+    out.mkdir()
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+         tiny_model_dir, str(out)],
+        capture_output=True, text=True, timeout=900, check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [len(history) for history in ranks] == [2, 2]  # one reward call per step per process
+    for step in range(2):
+        left, right = ranks[0][step], ranks[1][step]
+        assert left["groups"] == right["groups"] == 1 and len(left["rewards"]) == len(right["rewards"]) == 3
+        assert left["questions"] != right["questions"]  # the two processes hold different groups
