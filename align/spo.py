@@ -94,8 +94,8 @@ class SPOReward:
             p = np.concatenate([o[g] for o in outcomes])
             rates = win_rates(k, np.tile(first, len(outcomes)), np.tile(second, len(outcomes)), p)
             rewards += [None if math.isnan(r) else float(r) for r in rates]
-        entry = {"groups": len(starts), "questions": [questions[s] for s in starts], "rewards": rewards, "zero_spread_share": zero_spread_share(rewards, k),
-                 "position_bias": biases}
+        entry = {"groups": len(starts), "questions": [questions[s] for s in starts], "rewards": rewards,
+                 "zero_spread_share": zero_spread_share(rewards, k), "position_bias": biases}
         self.history.append(entry)
         log_metric = kwargs.get("log_metric")
         if log_metric is not None:

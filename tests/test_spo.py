@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from align.spo import GroupSplit, spo_reward, train_spo, zero_spread_share
+from align.spo import GroupSplit, backend_judge, spo_reward, train_spo, zero_spread_share
 
 
 def longer_wins(items):
@@ -40,6 +40,17 @@ def test_a_first_slot_judge_gives_no_spread_and_its_bias_is_reported():
                      log_metric=lambda name, value: logged.setdefault(name, value))
     assert rewards == [0.5, 0.5]
     assert logged == {"spo/zero_spread_share": 1.0, "spo/judge0_first_slot_rate": 1.0}
+
+
+def test_an_lm_judge_on_a_real_backend_gives_win_rates_that_average_one_half(tiny_model_dir):
+    from agents.backends.hf import HFBackend
+
+    reward = spo_reward(backend_judge(HFBackend(tiny_model_dir)), group_size=3)
+    rewards = reward(prompts=[user("Is lying ever fine?")] * 3,
+                     completions=[assistant(t) for t in ("No.", "Sometimes, to protect someone.", "Yes.")])
+    assert all(0.0 <= r <= 1.0 for r in rewards) and sum(rewards) / 3 == pytest.approx(0.5)
+    bias = reward.history[-1]["position_bias"][0]
+    assert bias["n"] == 3 and 0.0 <= bias["first_slot_rate"] <= 1.0
 
 
 def test_reward_refuses_split_groups():
