@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 import statistics
 
-from scipy.stats import norm, t
+# Normal and Student t quantiles; scipy.special, since scipy.stats costs seconds to import.
+from scipy.special import ndtri, stdtrit
 
 LEVEL = 0.95
-Z = float(norm.ppf(0.5 + LEVEL / 2))  # 1.95996...
+Z = float(ndtri(0.5 + LEVEL / 2))  # 1.95996...
 DIGITS = 4
 
 
@@ -83,5 +84,5 @@ def mean_t(values: list[float]) -> dict:
     mean = statistics.fmean(values)
     if n == 1:
         return _interval(mean, None, None, 1)
-    half = float(t.ppf(0.5 + LEVEL / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+    half = float(stdtrit(n - 1, 0.5 + LEVEL / 2)) * statistics.stdev(values) / math.sqrt(n)
     return _interval(mean, mean - half, mean + half, n)
