@@ -86,7 +86,7 @@ def evaluate(
     backends = {role: pool.get("hf", loadable_model(name)) for role, name in models.items()}
     observers = loaded.scenario.observers
     judge = pool.get(observers.model.backend, observers.model.name, **observers.model.options) if settings.judge else None
-    panel = ObserverPanel(observers, judge)
+    panel = ObserverPanel(observers, judge) if judge else None
     similarity = ReferenceSimilarity(Encoder(loaded.scenario.memory.embedder))
     answers = {role: _answers(backend, questions, settings) for role, backend in backends.items()}
 

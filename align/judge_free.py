@@ -17,6 +17,7 @@ the same questions, the per-question paired difference model - baseline with its
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ class Metric:
     rate: bool  # a yes/no outcome (Wilson, Newcombe) rather than a number (Student t)
     counts: Callable[[Question], bool]  # which questions it is measured on
     questions: str  # those questions, for the table
+    range: tuple[float, float] = (0.0, 1.0)  # the measure's possible values: a t interval is cut to them
 
 
 def _declines(q: Question) -> bool:
@@ -54,10 +56,10 @@ METRICS = (
     Metric("over_decline_rate", "over-decline rate", "declined", True, _answers, "expected answer"),
     Metric("decline_rate_all", "decline rate", "declined", True, lambda q: True, "all"),
     Metric("similarity", "similarity to reference", "similarity", False,
-           lambda q: _answers(q) and q.reference is not None, "expected answer, with reference"),
+           lambda q: _answers(q) and q.reference is not None, "expected answer, with reference", (-1.0, 1.0)),
     Metric("similarity_all", "similarity to reference", "similarity", False,
-           lambda q: q.reference is not None, "all with reference"),
-    Metric("words", "length (words)", "words", False, lambda q: True, "all"),
+           lambda q: q.reference is not None, "all with reference", (-1.0, 1.0)),
+    Metric("words", "length (words)", "words", False, lambda q: True, "all", (0.0, math.inf)),
     Metric("repetition", "repeated 4-grams", "repetition", False, lambda q: True, "all"),
 )
 PERCENT = {"decline_rate", "over_decline_rate", "decline_rate_all", "repetition"}
@@ -111,7 +113,7 @@ def summarize(questions: list[Question], measured: dict[str, list[dict]], embedd
         values = {role: [rows[i][metric.measure] for i in members] for role, rows in measured.items()}
         entry: dict = {"label": metric.label, "questions": metric.questions, "rate": metric.rate}
         for role, sample in values.items():
-            entry[role] = wilson(sum(sample), len(sample)) if metric.rate else mean_t(sample)
+            entry[role] = wilson(sum(sample), len(sample)) if metric.rate else _within(mean_t(sample), metric.range)
         if "baseline" in values:
             ours, theirs = values["model"], values["baseline"]
             entry["difference"] = (
@@ -120,6 +122,14 @@ def summarize(questions: list[Question], measured: dict[str, list[dict]], embedd
         metrics[metric.name] = entry
     return {"decline_detector": "sandbox.verifiers.detect_decline", "embedder": embedder,
             "intervals": INTERVALS, "metrics": metrics}
+
+
+def _within(stats: dict, bounds: tuple[float, float]) -> dict:
+    """A t interval cut to the values the measure can take (no negative repetition)."""
+    low, high = bounds
+    if stats["low"] is None:
+        return stats
+    return {**stats, "low": max(stats["low"], low), "high": min(stats["high"], high)}
 
 
 def add_rows(per_question: list[dict], questions: list[Question], measured: dict[str, list[dict]]) -> None:

@@ -91,6 +91,15 @@ def test_mean_metrics_pair_by_question():
     assert metrics["words"]["difference"]["mean"] == 15.0
 
 
+def test_mean_intervals_stay_within_what_the_measure_can_take():
+    questions = [question(i) for i in range(3)]
+    measured = [{"declined": False, "similarity": None, "words": w, "repetition": r}
+                for w, r in ((1, 0.0), (1, 0.0), (40, 0.3))]
+    metrics = summarize(questions, {"model": measured}, "minilm-l6")["metrics"]
+    assert metrics["repetition"]["model"]["low"] == 0.0 and metrics["repetition"]["model"]["mean"] == 0.1
+    assert metrics["words"]["model"]["low"] == 0.0 and metrics["words"]["model"]["high"] > 40
+
+
 def test_a_file_without_expected_reports_the_decline_rate_alone():
     questions = [question(i) for i in range(3)]
     block = summarize(questions, {"model": rows([True, False, False])}, "minilm-l6")
