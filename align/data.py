@@ -12,12 +12,12 @@ role corrupts a training run quietly.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.bounded import BoundedInputError, parse_json_line
 from align.errors import DataError
 
 PAIRS_IN_RUN = Path("export") / "pairs.jsonl"
@@ -163,11 +163,9 @@ def _load(path: str | Path, schema, what: str) -> list:
 
 def _parse_line(raw: bytes, where: str, schema) -> BaseModel:
     try:
-        record = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise DataError(f"{where}: not valid UTF-8") from None
-    except json.JSONDecodeError as error:
-        raise DataError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        record = parse_json_line(raw, where)  # bounded: size, nesting, numbers
+    except BoundedInputError as error:
+        raise DataError(str(error)) from None
     if not isinstance(record, dict):
         raise DataError(f"{where}: each line must be a JSON object")
     try:
