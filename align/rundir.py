@@ -13,6 +13,7 @@ import shutil
 from importlib.metadata import version
 from pathlib import Path
 
+from agents.bounded import BoundedInputError, read_json_file
 from agents.files import write_atomic
 from align.errors import DataError
 from align.processes import process_state
@@ -69,11 +70,12 @@ class RunDir:
         if not self.config_file.is_file():
             return None
         try:
-            return json.loads(self.config_file.read_text())
-        except json.JSONDecodeError as error:
-            raise DataError(
-                f"{self.config_file}: not valid JSON ({error.msg}); remove the directory"
-            ) from None
+            config = read_json_file(self.config_file)
+        except BoundedInputError as error:
+            raise DataError(f"{error}; remove the directory") from None
+        if not isinstance(config, dict):
+            raise DataError(f"{self.config_file}: not a JSON object; remove the directory")
+        return config
 
     # -- checkpoints --------------------------------------------------------------------
 

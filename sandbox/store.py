@@ -27,12 +27,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agents.bounded import BoundedInputError, parse_json_line, read_json_file
 from agents.files import write_atomic
 from sandbox.errors import RunError
 from sandbox.records import Record, Step, kind_of, kinds
 
 PROGRESS = "progress"
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 WORLDS = "worlds"
 
 
@@ -46,12 +48,12 @@ def _read_jsonl(path: Path) -> tuple[list[dict], bool]:
     rows = []
     for number, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            rows.append(parse_json_line(line, f"{path}:{number}"))
+        except BoundedInputError as error:
             if number == len(lines):
                 torn = True
                 break
-            raise RunError(f"{path}:{number}: corrupt record (not JSON) in the middle of the file") from None
+            raise RunError(f"{error} (a corrupt record in the middle of the file)") from None
     return rows, torn
 
 
@@ -194,9 +196,12 @@ class RunStore:
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise RunError(f"{path}: corrupt manifest (not JSON)") from None
+            manifest = read_json_file(path, MAX_MANIFEST_BYTES)
+        except BoundedInputError as error:
+            raise RunError(f"corrupt manifest: {error}") from None
+        if not isinstance(manifest, dict):
+            raise RunError(f"{path}: corrupt manifest (not a JSON object)")
+        return manifest
 
     def write_manifest(self, manifest: dict) -> None:
         write_atomic(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_simulation import SCENARIO
 
 from agents.backends import GenerationRequest
 from agents.backends.hf import HFBackend
@@ -16,7 +17,6 @@ from sandbox.context import replay_or_run
 from sandbox.engine import Generate, NextToken, Scheduler, Score, first_completion
 from sandbox.records import Phase, RoundRecord, Step, register_kind
 from scenarios import load_scenario
-from test_simulation import SCENARIO
 
 USER = ({"role": "user", "content": "Say something kind."},)
 

@@ -161,3 +161,28 @@ def test_model_directories_with_hostile_configs_exit_2(tmp_path, capsys, config,
     (model / "config.json").write_bytes(config)
     code, err = run_cli(capsys, "chat", "--model", str(model), "hi")
     assert code == 2 and expected in err and "Traceback" not in err, err
+
+
+def test_hostile_pairs_files_exit_2_naming_the_line(tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    good = '{"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}], ' \
+           '"rejected": [{"role": "assistant", "content": "b"}]}'
+    for bad, expected in [
+        ("[" * 100_000 + "]" * 100_000, ":2: nested deeper than"),
+        (good.replace('"q"}]', '"q"}], "weight": ' + "9" * 5000), ":2: the number"),
+    ]:
+        pairs.write_text(good + "\n" + bad + "\n")
+        code, err = run_cli(capsys, "train", "--method", "dpo", "--data", str(pairs), "--out", str(tmp_path / "out"))
+        assert code == 2 and f"{pairs}{expected}" in err and "Traceback" not in err, err
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("manifest", [b"[" * 5000 + b"]" * 5000, b"[1, 2]", b"{not json"])
+def test_hostile_run_manifests_exit_2(tmp_path, capsys, manifest):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_bytes(manifest)
+    for command in ("inspect", "export"):
+        code, err = run_cli(capsys, command, str(run))
+        assert code == 2 and "manifest" in err and "Traceback" not in err, err
+    assert (run / "manifest.json").read_bytes() == manifest
