@@ -175,8 +175,23 @@ def _read_done(path: Path, t: int) -> dict:
 
 
 def judge_free_evaluator(model: str, directory: Path, config: IterationSettings) -> dict:
-    """The judge-free held-out evaluation (align.eval), written to directory/eval.json and .md."""
-    raise NotImplementedError
+    """The judge-free evaluation (align.eval: decline rate, over-decline, similarity to the
+    reference, each with its 95% interval) on the scenario's held-out questions or the given
+    question file; the full report goes to directory/eval.json and eval.md."""
+    from align.eval import EvalSettings, evaluate, write_report
+    from scenarios import load_scenario
+
+    settings = EvalSettings(
+        limit=config.eval_limit,
+        max_new_tokens=config.eval_max_new_tokens,
+        seed=config.seed,
+        questions_file=config.eval_questions,
+        judge=False,
+    )
+    report = evaluate(load_scenario(config.eval_scenario), model, settings=settings)
+    write_report(report, directory)
+    metrics = report["judge_free"]["metrics"]
+    return {"questions": report["questions"], "metrics": {name: entry["model"] for name, entry in metrics.items()}}
 
 
 # -- the per-iteration table ---------------------------------------------------------------------
