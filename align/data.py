@@ -102,7 +102,7 @@ class SFTConversation(BaseModel):
 
 
 # What each top-level field must be, in words, for one-line errors.
-_EXPECTED = {
+FIELD_EXPECTATIONS = {
     "prompt": "a non-empty list of messages ({'role', 'content'})",
     "chosen": "a list of one assistant message",
     "rejected": "a list of one assistant message",
@@ -156,7 +156,7 @@ def load_rows(path: str | Path, schema, what: str, expected: dict[str, str] | No
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if raw.strip():
-                rows.append(_parse_line(raw, f"{path}:{number}", schema, expected or _EXPECTED))
+                rows.append(_parse_line(raw, f"{path}:{number}", schema, expected or FIELD_EXPECTATIONS))
     if not rows:
         raise DataError(f"{path}: holds no {what}")
     return rows

@@ -209,7 +209,14 @@ def _write_tables(out: Path, done: dict[int, dict], method: Method) -> None:
 
 def markdown_table(rows: list[dict], train_metrics: tuple[str, ...]) -> str:
     header = ["iteration", "model", *(label for _, label, _ in TABLE_METRICS), *train_metrics]
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    evaluated = [row["eval"]["questions"] for row in rows if row["eval"]]
+    title = (
+        f"Each iterate on {evaluated[0]} held-out questions (judge-free, 95% intervals); "
+        "training metrics of the iteration's last step."
+        if evaluated
+        else "Not evaluated (--no-evaluate); training metrics of each iteration's last step."
+    )
+    lines = [title, "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in rows:
         metrics = (row["eval"] or {}).get("metrics", {})
         cells = [str(row["iteration"]), f"`{row['model']}`"]

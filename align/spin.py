@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.backends import GenerationRequest
 from agents.seeding import derive_seed
 from align.config import SPINConfig
-from align.data import _EXPECTED, AssistantMessage, Prompt, load_rows, locate_data
+from align.data import FIELD_EXPECTATIONS, AssistantMessage, Prompt, load_rows, locate_data
 from align.dpo import PreferenceTrainer
 from align.errors import DataError
 from align.iterate import IterationContext, IterativeMethod
@@ -31,7 +31,7 @@ from align.tokenization import TokenizedPair, renderer_for, tokenize_pair
 
 SPIN_IN_RUN = Path("export") / "spin.jsonl"
 _SPIN_EXPECTED = {
-    **_EXPECTED,
+    **FIELD_EXPECTATIONS,
     "real": "a list of one assistant message",
     "generated": "a list of one assistant message, or null",
 }

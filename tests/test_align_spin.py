@@ -117,8 +117,10 @@ def test_one_spin_iteration_on_the_tiny_model_then_resume_adds_only_the_next(tmp
     run = tmp_path / "run"
     write_spin(run / "export" / "spin.jsonl")
     out = tmp_path / "out"
-    assert main(spin_args(run, tiny_model_dir, out, "--iterations", "1", "--no-evaluate")) == 0
-    assert f"model: {out / 'iter-1' / 'model'}" in capsys.readouterr().out
+    lora = ("--lora", "--lora-r", "4")  # the next iteration must load the merged iterate
+    assert main(spin_args(run, tiny_model_dir, out, "--iterations", "1", "--no-evaluate", *lora)) == 0
+    iterate = out / "iter-1" / "model" / "merged"
+    assert f"model: {iterate}" in capsys.readouterr().out
 
     data = [json.loads(line) for line in (out / "iter-1" / "data.jsonl").read_text().splitlines()]
     assert len(data) == len(SAMPLE_PAIRS)  # iteration 1: only its own samples
@@ -132,24 +134,24 @@ def test_one_spin_iteration_on_the_tiny_model_then_resume_adds_only_the_next(tmp
     assert "| 1 | `" in (out / "iterations.md").read_text()
     assert (out / "iterations.png").stat().st_size > 0
 
-    backend = HFBackend(str(out / "iter-1" / "model"))  # the iterate loads and chats
+    backend = HFBackend(str(iterate))  # the iterate loads and chats
     (completions,) = backend.generate([GenerationRequest([{"role": "user", "content": "Hi"}], max_new_tokens=4)])
     assert completions[0].num_tokens >= 1
 
     # Resuming with two iterations: iteration 1 is complete and never redone; 2 starts from it.
     first = {p.name: p.stat().st_mtime_ns for p in (out / "iter-1").iterdir()}
-    weights = (out / "iter-1" / "model" / "model.safetensors").read_bytes()
-    assert main(spin_args(run, tiny_model_dir, out, "--iterations", "2", "--no-evaluate", "--resume")) == 0
+    weights = (iterate / "model.safetensors").read_bytes()
+    assert main(spin_args(run, tiny_model_dir, out, "--iterations", "2", "--no-evaluate", *lora, "--resume")) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "iter-1").iterdir()} == first
-    assert (out / "iter-1" / "model" / "model.safetensors").read_bytes() == weights
+    assert (iterate / "model.safetensors").read_bytes() == weights
     second = [json.loads(line) for line in (out / "iter-2" / "data.jsonl").read_text().splitlines()]
     assert sorted(row["meta"]["iteration"] for row in second) == [1] * len(data) + [2] * len(data)  # keeps t-1's
     recorded = json.loads((out / "iter-2" / "model" / "train_config.json").read_text())
-    assert recorded["model"] == str(out / "iter-1" / "model")  # the previous iterate: start and reference
+    assert recorded["model"] == str(iterate)  # the previous iterate: start and reference
     assert [json.loads(line)["iteration"] for line in (out / "iterations.jsonl").read_text().splitlines()] == [1, 2]
 
     # The iteration directories are read back on resume: a hand-edited one is one line and exit 2.
-    args = spin_args(run, tiny_model_dir, out, "--iterations", "2", "--no-evaluate", "--resume")
+    args = spin_args(run, tiny_model_dir, out, "--iterations", "2", "--no-evaluate", *lora, "--resume")
     (out / "iter-2" / "done.json").write_text('{"iteration": 2}')
     assert main(args) == 2
     assert capsys.readouterr().err.strip().endswith(
