@@ -92,8 +92,10 @@ def run_iterations(
     evaluator: Evaluator | None = None,
 ) -> IterationsResult:
     """Run `config.iterations` iterations of `spec` from `model` on `data` into `out_dir`."""
-    from align.run import run_info, train  # torch and transformers: only once the checks pass
+    from align.eval import loadable_model  # (heavy imports: only once we run)
+    from align.run import run_info, train
 
+    model = loadable_model(model)  # a LoRA training output (e.g. SFT's) starts from its merged model
     method = get_method(spec.method)
     data_file = spec.locate(data)
     rows = spec.load(data_file)

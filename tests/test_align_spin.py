@@ -150,6 +150,11 @@ def test_one_spin_iteration_on_the_tiny_model_then_resume_adds_only_the_next(tmp
     assert recorded["model"] == str(iterate)  # the previous iterate: start and reference
     assert [json.loads(line)["iteration"] for line in (out / "iterations.jsonl").read_text().splitlines()] == [1, 2]
 
+    # A LoRA training output as --model (an SFT run's, here iterate 1's) starts from its merged model.
+    again = tmp_path / "again"
+    assert main(spin_args(run, out / "iter-1" / "model", again, "--no-evaluate", "--max-steps", "1")) == 0
+    assert json.loads((again / "iter-1" / "model" / "train_config.json").read_text())["model"] == str(iterate)
+
     # The iteration directories are read back on resume: a hand-edited one is one line and exit 2.
     args = spin_args(run, tiny_model_dir, out, "--iterations", "2", "--no-evaluate", *lora, "--resume")
     (out / "iter-2" / "done.json").write_text('{"iteration": 2}')
