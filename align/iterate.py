@@ -10,6 +10,7 @@ trains one iteration's data file.
     OUT/iter-t/eval.json            iterate t on the held-out questions
     OUT/iter-t/done.json            written last, atomically: iteration t is complete
     OUT/iterations.jsonl, .md, .png one row per complete iteration, rebuilt from the done files
+                                    (an iterate's model path is relative to OUT)
 
 Iteration t trains from iterate t-1 with iterate t-1 as the frozen reference: the trainer
 precomputes reference log-probs from the model as loaded, so loading t-1 is all it takes. A
@@ -108,11 +109,11 @@ def run_iterations(
     for t in range(1, config.iterations + 1):
         if t in done:
             continue
-        current = done[t - 1]["model"] if t > 1 else model
+        current = str(out / done[t - 1]["model"]) if t > 1 else model
         done[t] = _iteration(spec, method, out, t, current, rows, config, evaluator, train)
         _write_tables(out, done, method)
     _write_tables(out, done, method)
-    return IterationsResult(out, Path(done[config.iterations]["model"]), [done[t] for t in sorted(done)])
+    return IterationsResult(out, out / done[config.iterations]["model"], [done[t] for t in sorted(done)])
 
 
 def _iteration(spec, method: Method, out: Path, t: int, current: str, rows, config, evaluator, train) -> dict:
@@ -132,14 +133,15 @@ def _iteration(spec, method: Method, out: Path, t: int, current: str, rows, conf
     result = train(method, data_file, current, model_dir, config, resume=resuming)
     last = result.history[-1] if result.history else {}
     summary = {key: last.get(key) for key in method.summary}
-    return _finish(out, t, str(result.model_dir), evaluator, config, train_summary=summary)
+    return _finish(out, t, str(result.model_dir.relative_to(out)), evaluator, config, train_summary=summary)
 
 
 def _finish(out: Path, t: int, model: str, evaluator, config, train_summary: dict | None) -> dict:
-    """Evaluate iterate t and mark the iteration complete (done.json is the last file written)."""
+    """Evaluate iterate t and mark the iteration complete (done.json is the last file written).
+    An iterate's `model` is relative to OUT, so a moved run directory still resumes."""
     directory = out / f"iter-{t}"
     directory.mkdir(exist_ok=True)
-    metrics = evaluator(model, directory, config) if evaluator is not None else None
+    metrics = evaluator(str(out / model) if t else model, directory, config) if evaluator is not None else None
     row = {"iteration": t, "model": model, "eval": metrics, "train": train_summary}
     write_atomic(directory / "done.json", json.dumps(row, indent=2) + "\n")
     return row
@@ -168,7 +170,7 @@ def _read_done(path: Path, t: int) -> dict:
         raise DataError(str(error)) from None
     if not isinstance(row, dict) or sorted(row) != sorted(DONE_FIELDS) or row["iteration"] != t:
         raise DataError(f"{path}: expected an object with {', '.join(DONE_FIELDS)} for iteration {t}")
-    if t > 0 and not (Path(row["model"]) / "config.json").is_file():
+    if t > 0 and not (path.parent.parent / str(row["model"]) / "config.json").is_file():
         raise DataError(f"{path}: field 'model' must name iteration {t}'s saved model, found none at {row['model']}")
     return row
 
