@@ -38,8 +38,8 @@ def stratified(questions: list, count: int, rng: random.Random) -> list:
     by_category = defaultdict(list)
     for question in questions:
         by_category[question.category].append(question)
-    for members in by_category.values():
-        rng.shuffle(members)
+    for category in sorted(by_category):
+        rng.shuffle(by_category[category])
     chosen: list = []
     while len(chosen) < count and any(by_category.values()):
         for category in sorted(by_category):
@@ -69,6 +69,7 @@ def write_data(out: Path, train_count: int, heldout_count: int, seed: int) -> tu
     heldout = stratified(split("heldout", "decline"), heldout_count // 2, rng) + stratified(
         split("heldout", "answer"), heldout_count - heldout_count // 2, rng
     )
+    heldout.sort(key=lambda q: q.id)
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "sft.jsonl", out / "spin.jsonl", out / "heldout.jsonl"
     rows = {
