@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agents.prompts import revision_messages
 from sandbox.backscatter import final_answers, mean_peer_rating
+from sandbox.dataset_card import write_dataset_card
 from sandbox.store import RunStore, jsonl, write_atomic
 from scenarios import Scenario
 
@@ -171,7 +172,7 @@ class Exporter:
 
 
 def export_run(run_dir: str | Path) -> dict[str, int]:
-    """Write export/<kind>.jsonl for a run directory and return the row counts."""
+    """Write export/<kind>.jsonl and its dataset card for a run directory; return the row counts."""
     store = RunStore.existing(run_dir)
     exporter = Exporter(store)
     out = store.root / EXPORT_DIR
@@ -185,4 +186,6 @@ def export_run(run_dir: str | Path) -> dict[str, int]:
     }
     for kind, rows in produced.items():
         write_atomic(out / f"{kind}.jsonl", jsonl(rows))
-    return {kind: len(rows) for kind, rows in produced.items()}
+    counts = {kind: len(rows) for kind, rows in produced.items()}
+    write_dataset_card(out, store.manifest(), counts)  # README.md: loadable and shareable as it is
+    return counts
