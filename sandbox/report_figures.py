@@ -43,7 +43,8 @@ def data_uri(figure: Figure) -> str:
 def graph_figure(graph: nx.Graph, scores: Mapping[int, float], labels: Mapping[int, str],
                  groups: Mapping[int, str], colours: Mapping[str, str], dimension: str,
                  scale: tuple[int, int]) -> Figure:
-    """The world's graph, each agent's node coloured by its mean observer score, ringed by group.
+    """The world's graph, each agent's node coloured by its mean observer score (over the run's
+    range of agents' means, so the colour bar reads the values), ringed by group.
 
     Graphs too large to lay out readably show the distribution of agents' scores per group.
     """
@@ -67,8 +68,12 @@ def graph_figure(graph: nx.Graph, scores: Mapping[int, float], labels: Mapping[i
         axes.scatter([position[n][0] for n in unscored], [position[n][1] for n in unscored], s=260,
                      c="#dddddd", edgecolors=[colours[groups[n]] for n in unscored], linewidths=2.5, zorder=2)
     scored = [n for n in nodes if n in scores]
+    values = [scores[n] for n in scored] or [float(scale[0])]
+    low, high = min(values), max(values)  # the run's own range: small differences stay visible
+    if high - low < 1e-6:
+        low, high = low - 0.5, high + 0.5
     points = axes.scatter([position[n][0] for n in scored], [position[n][1] for n in scored], s=260,
-                          c=[scores[n] for n in scored], cmap="viridis", vmin=scale[0], vmax=scale[1],
+                          c=[scores[n] for n in scored], cmap="viridis", vmin=low, vmax=high,
                           edgecolors=[colours[groups[n]] for n in scored], linewidths=2.5, zorder=2)
     figure.colorbar(points, ax=axes, label=f"mean observer {dimension}")
     if len(nodes) <= MAX_NODE_LABELS:
