@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from sandbox.run_info import RunInfo
 from sandbox.store import write_atomic
 
 CARD_FILE = "README.md"
@@ -43,14 +44,11 @@ def card_text(manifest: dict, counts: Mapping[str, int], filters: Mapping[str, i
 
     ``filters`` maps a filter's name to the rows it dropped, for exports that filter rows.
     """
-    config = manifest.get("scenario_config", {})
-    identity = manifest.get("identity", {})
-    export = config.get("export", {})
-    title = f"socialign {manifest.get('scenario', 'run')} (seed {identity.get('seed')})"
+    info = RunInfo.from_manifest(manifest)
+    names = ", ".join(info.scenarios)
+    title = f"socialign {names} (seed {info.seed})"
     header = yaml.safe_dump(card_header([k for k, n in counts.items() if n], title), sort_keys=False,
                             allow_unicode=True)
-    description = f": {config['description']}" if config.get("description") else ""
-    models = ", ".join(f"`{m.get('name')}` ({m.get('backend', 'hf')})" for m in identity.get("models", []))
     lines = [
         "---", header.rstrip(), "---", "", f"# {title}", "",
         ("Alignment data made by socialign's social simulation: language-model agents on a graph answer "
@@ -59,24 +57,28 @@ def card_text(manifest: dict, counts: Mapping[str, int], filters: Mapping[str, i
          "All text was written by language models; read it before training on it."), "",
         "## Source", "",
         "| | |", "|---|---|",
-        f"| scenario | `{manifest.get('scenario')}`{description} |",
-        f"| models | {models} |",
-        f"| seed | {identity.get('seed')} |",
-        (f"| run | `{manifest.get('run_id')}`, {manifest.get('status')}, rounds "
-         f"{manifest.get('rounds_completed')}/{manifest.get('rounds_requested')} |"),
-        f"| scenario sha256 | `{identity.get('scenario_sha256')}` |",
+        *(f"| scenario | `{s.name}`{': ' + s.description if s.description else ''} |"
+          for s in info.scenarios.values()),
+        f"| models | {info.model_names} |",
+        f"| seed | {info.seed} |",
+        f"| run | `{info.run_id}`, {info.status}, rounds {info.rounds} |",
+        f"| scenario sha256 | `{info.scenario_sha256}` |",
         f"| socialign | {_version()} |", "",
         "## Configurations", "",
         "| config | file | rows | format |", "|---|---|---|---|",
         *(f"| `{kind}` | `{kind}.jsonl` | {count:,} | {FORMATS.get(kind, 'JSON lines')} |"
           for kind, count in counts.items() if count), "",
         "## Filters", "",
-        f"- score dimension ranking answers: `{export.get('score_dimension') or _first_dimension(config)}`",
-        f"- `pair_margin` {export.get('pair_margin')}: a pair's scores differ by at least this",
-        (f"- `sft_min_score` {export.get('sft_min_score')}: imitation rows keep a best answer scoring at "
-         "least this (None: every question's best)"),
-        "- observer and peer reads that failed to parse are left out of every score",
     ]
+    for scenario in info.scenarios.values():
+        prefix = f"`{scenario.name}`: " if len(info.scenarios) > 1 else ""
+        lines += [
+            f"- {prefix}score dimension ranking answers: `{scenario.score_dimension}`",
+            f"- {prefix}`pair_margin` {scenario.export.pair_margin}: a pair's scores differ by at least this",
+            (f"- {prefix}`sft_min_score` {scenario.export.sft_min_score}: imitation rows keep a best answer "
+             "scoring at least this (None: every question's best)"),
+        ]
+    lines += ["- observer and peer reads that failed to parse are left out of every score"]
     lines += [f"- `{name}` dropped {dropped:,} rows" for name, dropped in (filters or {}).items()]
     empty = [kind for kind, count in counts.items() if not count]
     if empty:
@@ -84,11 +86,6 @@ def card_text(manifest: dict, counts: Mapping[str, int], filters: Mapping[str, i
     lines += ["", "## Loading", "", "```python", "from datasets import load_dataset", "",
               'pairs = load_dataset("path/to/export", "pairs")["train"]', "```", ""]
     return "\n".join(lines)
-
-
-def _first_dimension(config: dict) -> str | None:
-    dimensions = config.get("observers", {}).get("dimensions") or [{}]
-    return dimensions[0].get("name")
 
 
 def _version() -> str:

@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 from sandbox import report_figures as figures
 from sandbox.errors import RunError
 from sandbox.export import Exporter
+from sandbox.run_info import RunInfo
 from sandbox.store import RunStore, write_atomic
 from sandbox.world import World
 from scenarios import LoadedScenario, Scenario, ScenarioError
@@ -67,12 +68,11 @@ class WorldView:
     graph_error: str | None = None
 
 
-def world_views(store: RunStore) -> list[WorldView]:
-    manifest = store.manifest()
-    exporter = Exporter(store)
-    scenario = Scenario.model_validate(manifest["scenario_config"])
-    world, error = rebuild_world(scenario, Path(manifest.get("scenario_path", ".")))
-    return [WorldView(manifest["scenario"], scenario, exporter, world, error)]
+def world_views(store: RunStore, info: RunInfo) -> list[WorldView]:
+    """The run's worlds (today one per run: the store's records under the run's scenario)."""
+    (name, scenario), = info.scenarios.items()
+    world, error = rebuild_world(scenario, info.scenario_paths[name])
+    return [WorldView(name, scenario, Exporter(store), world, error)]
 
 
 def rebuild_world(scenario: Scenario, scenario_path: Path) -> tuple[World | None, str | None]:
@@ -267,22 +267,17 @@ class Report:
 # -- sections ------------------------------------------------------------------------------
 
 
-def overview_section(report: Report, manifest: dict, views: Sequence[WorldView]) -> None:
-    identity = manifest.get("identity", {})
-    models = ", ".join(f"{m.get('name')} ({m.get('backend', 'hf')})" for m in identity.get("models", []))
-    failures = manifest.get("parse_failure_rate", {})
+def overview_section(report: Report, info: RunInfo) -> None:
     facts = [
-        ("run", manifest.get("run_id")),
-        ("scenario", ", ".join(f"{v.scenario.name}: {v.scenario.description}" for v in views)),
-        ("status", "{}, rounds {}/{}".format(*(manifest.get(k) for k in ("status", "rounds_completed",
-                                                                         "rounds_requested")))),
-        ("seed", str(identity.get("seed"))),
-        ("models", models),
-        ("records", ", ".join(f"{k} {v:,}" for k, v in manifest.get("counts", {}).items())),
-        ("parse failures", ", ".join(f"{k} {v:.1%}" for k, v in failures.items())),
-        ("generated", (f"{manifest.get('tokens_generated', 0):,} tokens at "
-                       f"{manifest.get('tokens_per_second', 0.0):.1f} tokens/s, wall time "
-                       f"{manifest.get('wall_seconds', 0.0):.0f} s")),
+        ("run", info.run_id),
+        ("scenario", ", ".join(f"{s.name}: {s.description}" for s in info.scenarios.values())),
+        ("status", f"{info.status}, rounds {info.rounds}"),
+        ("seed", str(info.seed)),
+        ("models", info.model_names),
+        ("records", ", ".join(f"{k} {v:,}" for k, v in info.counts.items())),
+        ("parse failures", ", ".join(f"{k} {v:.1%}" for k, v in info.failure_rates.items())),
+        ("generated", (f"{info.tokens_generated:,} tokens at {info.tokens_per_second:.1f} tokens/s, "
+                       f"wall time {info.wall_seconds:.0f} s")),
     ]
     report.add("overview", "Overview", table(None, facts))
 
@@ -547,10 +542,10 @@ def eval_section(report: Report, eval_path: Path | None) -> None:
 def build_report(run_dir: str | Path, train_dirs: Sequence[str | Path] = (),
                  eval_path: str | Path | None = None) -> Report:
     store = RunStore.existing(run_dir)
-    manifest = store.manifest()
-    views = world_views(store)
-    report = Report(f"socialign run report: {manifest.get('run_id', store.root.name)}")
-    overview_section(report, manifest, views)
+    info = RunInfo.from_manifest(store.manifest())
+    views = world_views(store, info)
+    report = Report(f"socialign run report: {info.run_id}")
+    overview_section(report, info)
     for index, view in enumerate(views[:MAX_WORLDS]):
         several = len(views) > 1
         world_sections(report, view, f"{safe_name(view.name)}-" if several else "",

@@ -30,6 +30,7 @@ from sandbox.report import (
     write_report,
 )
 from sandbox.report_figures import tree_layout
+from sandbox.run_info import RunInfo
 from sandbox.store import RunStore
 from scenarios import load_scenario
 from socialign.cli import main
@@ -201,7 +202,8 @@ def scores_by_answer(run: Path) -> dict[str, float]:
 
 
 def test_numbers_match_the_records(run_dir):
-    (view,) = world_views(RunStore.existing(run_dir))
+    store = RunStore.existing(run_dir)
+    (view,) = world_views(store, RunInfo.from_manifest(store.manifest()))
     scores, answers = scores_by_answer(run_dir), read(run_dir / "answers.jsonl")
     expected = defaultdict(list)
     for a in answers:
