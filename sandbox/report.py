@@ -495,14 +495,24 @@ def _json_file(path: Path) -> dict:
     return data
 
 
+def interval(stats: Mapping) -> str:
+    """A {mean, ci95 | low, high, n} statistic as one cell."""
+    if not isinstance(stats.get("mean"), int | float):
+        return "-"
+    if isinstance(stats.get("low"), int | float) and isinstance(stats.get("high"), int | float):
+        spread = f" [{stats['low']:.3f}, {stats['high']:.3f}]"
+    else:
+        spread = f" ± {stats.get('ci95') or 0:.3f}"
+    return f"{stats['mean']:.3f}{spread} (n={stats.get('n', '?')})"
+
+
 def flatten(data: Mapping, prefix: str = "") -> dict[str, str]:
-    """Nested metrics as 'a / b' -> cell text; {mean, ci95} leaves read 'mean ± ci95'."""
+    """Nested metrics as 'a / b' -> cell text; statistics read as one cell (``interval``)."""
     cells = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and "mean" in value:
-            cells[name] = ("-" if value["mean"] is None
-                           else f"{value['mean']:.3f} ± {value.get('ci95') or 0:.3f} (n={value.get('n', '?')})")
+            cells[name] = interval(value)
         elif isinstance(value, Mapping):
             cells.update(flatten(value, f"{name} / "))
         elif isinstance(value, int | float | str | bool) or value is None:
@@ -519,7 +529,7 @@ def eval_section(report: Report, eval_path: Path | None) -> None:
         raise RunError(f"{eval_path}: no eval.json (expected a `socialign eval --out` directory)")
     data = _json_file(path)
     summary = data.get("summary") if isinstance(data.get("summary"), dict) else {}
-    body = "<p>" + esc(", ".join(f"{k}: {data[k]}" for k in ("scenario", "questions", "judge") if k in data)) + "</p>"
+    body = "<p>" + esc(", ".join(f"{k}: {v}" for k, v in data.items() if isinstance(v, str | int | float))) + "</p>"
     if summary:
         roles = list(summary)
         cells = {role: flatten({k: v for k, v in summary[role].items() if k != "name"}) for role in roles}
@@ -529,10 +539,10 @@ def eval_section(report: Report, eval_path: Path | None) -> None:
         scores = {r: summary[r]["scores"] for r in roles if isinstance(summary[r].get("scores"), dict)}
         if scores:
             body += report.figure("eval", figures.eval_figure(scores), "evaluation scores per model")
-    for key, heading in (("difference", "model minus baseline, paired by question"),
-                         ("pairwise", "pairwise, both orders")):
-        if isinstance(data.get(key), dict):
-            body += f"<h3>{esc(heading)}</h3>" + table(["metric", "value"], flatten(data[key]).items())
+    headings = {"difference": "model minus baseline, paired by question", "pairwise": "pairwise, both orders"}
+    for key, value in data.items():  # every other block of metrics, whatever eval adds
+        if key not in ("summary", "per_question") and isinstance(value, dict):
+            body += f"<h3>{esc(headings.get(key, key))}</h3>" + table(["metric", "value"], flatten(value).items())
     report.add("eval", "Evaluation", body)
 
 

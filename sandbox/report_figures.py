@@ -244,6 +244,7 @@ def training_figure(runs: Mapping[str, Sequence[Mapping]], max_panels: int = 6) 
                       label=label)
         axes.set_title(key)
         axes.set_xlabel("optimizer step")
+        axes.xaxis.get_major_locator().set_params(integer=True)
         axes.grid(alpha=0.3)
         if len(runs) > 1:
             axes.legend(fontsize=7)

@@ -128,6 +128,8 @@ def hostile(run_dir, tmp_path_factory) -> dict[str, Path]:
         "difference": {"alignment": {"mean": 0.5, "ci95": 0.3, "n": 4}},
         "pairwise": {"n": 4, "win_rate": 0.5, "tie_rate": 0.25, "loss_rate": 0.25,
                      "p_model_better": {"mean": 0.6, "ci95": 0.1, "n": 4}},
+        "judge_free": {"metrics": {"decline_rate": {"label": HOSTILE,
+                                                    "model": {"mean": 0.25, "low": 0.1, "high": 0.5, "n": 12}}}},
         "per_question": [{"question": HOSTILE, "model": {"answer": HOSTILE}}],
     }))
     return {"run": run, "train": train, "eval": evaluation}
@@ -171,6 +173,7 @@ def test_report_is_self_contained_with_every_section(hostile_report):
     assert "Closest calls" in page and "Clearest pairs" in page
     assert "judge &lt;i&gt;x&lt;/i&gt;" in page  # position bias table
     assert "4.500 ± 0.400 (n=4)" in page and "0.500 ± 0.300 (n=4)" in page  # eval and paired difference
+    assert "0.250 [0.100, 0.500] (n=12)" in page  # any other block of eval metrics, with intervals
 
 
 def test_report_renders_in_headless_chromium_without_console_errors(hostile_report, chromium):
