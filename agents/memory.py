@@ -10,7 +10,6 @@ Persistence is a faiss index file plus JSONL — never pickle.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from agents.files import replacing, write_atomic
 from agents.grouping import positions_by
 from agents.registry import DEFAULT_EMBEDDER, resolve
 
@@ -121,16 +121,14 @@ class EmbeddingMemory:
         combined = faiss.IndexFlatIP(self.encoder.dim)
         for namespace, position in self._order:
             combined.add(self._indexes[namespace].reconstruct(position).reshape(1, -1))
-        entries_tmp = directory / (ENTRIES_FILE + ".tmp")
-        with entries_tmp.open("w", encoding="utf-8") as handle:
-            for namespace, position in self._order:
-                item = self._items[namespace][position]
-                record = {"namespace": item.namespace, "text": item.text, "payload": item.payload}
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        index_tmp = directory / (INDEX_FILE + ".tmp")
-        faiss.write_index(combined, str(index_tmp))
-        os.replace(entries_tmp, directory / ENTRIES_FILE)
-        os.replace(index_tmp, directory / INDEX_FILE)
+        entries = "".join(
+            json.dumps({"namespace": item.namespace, "text": item.text, "payload": item.payload}, ensure_ascii=False)
+            + "\n"
+            for item in (self._items[namespace][position] for namespace, position in self._order)
+        )
+        write_atomic(directory / ENTRIES_FILE, entries)
+        with replacing(directory / INDEX_FILE) as staging:
+            faiss.write_index(combined, str(staging))
 
     @classmethod
     def load(cls, directory: str | Path, encoder: Encoder) -> EmbeddingMemory:

@@ -84,10 +84,12 @@ def observer_messages(
     return [{"role": "system", "content": persona}, {"role": "user", "content": user}]
 
 
-def pairwise_messages(question: str, first: str, second: str, criterion: str) -> list[Message]:
+def pairwise_messages(
+    question: str, first: str, second: str, criterion: str, persona: str = OBSERVER_PERSONA
+) -> list[Message]:
     """A judge picks the better of two answers; its choice is read from P("1") vs P("2")."""
     user = (
         f"Question: {question}\n\nResponse 1: {first}\n\nResponse 2: {second}\n\n"
         f"Which response is better — {criterion}? Reply with a single digit: 1 or 2."
     )
-    return [{"role": "system", "content": OBSERVER_PERSONA}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": persona}, {"role": "user", "content": user}]

@@ -1,10 +1,14 @@
-"""Training on simulation data: datasets, preference losses, and the DPO trainer.
+"""Training on simulation data: datasets, losses, and one trainer skeleton with a method per
+config + loss (DPO/IPO, SFT; the registry in align.methods takes more).
 
 Public API:
-    train_dpo(data, model, out_dir, config=None, resume=False, callbacks=()) -> TrainResult
-    TrainConfig, LoraSettings, TrainResult, PreferenceTrainer(model, tokenizer, pairs, config, run_dir)
-    dpo_loss, ipo_loss -> PreferenceLoss
+    train(method, data, model, out_dir, config=None, resume=False, callbacks=()) -> TrainResult
+    train_dpo(...), train_sft(...): the same for one method
+    TrainConfig (shared options), DPOConfig, SFTConfig, LoraSettings; METHODS, Method, register_method
+    Trainer (the loop), PreferenceTrainer (DPO/IPO), SupervisedTrainer (SFT), StepOutput, TrainResult
+    dpo_loss, ipo_loss -> PreferenceLoss; sft_loss
     locate_pairs, load_pairs -> list[PreferencePair]; tokenize_pairs, tokenize_pair -> TokenizedPair
+    locate_sft, load_sft -> list[SFTExample | SFTConversation]; tokenize_sft -> TokenizedExample
     RunDir (output directory: ownership, checkpoints, metrics), DataError
 
 Names load lazily (PEP 562): the CLI imports `align.errors` on every error path, and that must
@@ -16,41 +20,75 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "DPOConfig": "align.config",
     "DataError": "align.errors",
     "LoraSettings": "align.config",
+    "METHODS": "align.methods",
+    "Method": "align.methods",
     "PreferenceLoss": "align.losses",
     "PreferencePair": "align.data",
-    "PreferenceTrainer": "align.trainer",
+    "PreferenceTrainer": "align.dpo",
     "RunDir": "align.rundir",
+    "SFTConfig": "align.config",
+    "SFTConversation": "align.data",
+    "SFTExample": "align.data",
+    "StepOutput": "align.trainer",
+    "SupervisedTrainer": "align.sft",
+    "TokenizedExample": "align.tokenization",
     "TokenizedPair": "align.tokenization",
     "TrainConfig": "align.config",
     "TrainResult": "align.trainer",
+    "Trainer": "align.trainer",
     "dpo_loss": "align.losses",
     "ipo_loss": "align.losses",
     "load_pairs": "align.data",
+    "load_sft": "align.data",
     "locate_pairs": "align.data",
+    "locate_sft": "align.data",
+    "register_method": "align.methods",
+    "sft_loss": "align.losses",
     "tokenize_pair": "align.tokenization",
     "tokenize_pairs": "align.tokenization",
+    "tokenize_sft": "align.tokenization",
+    "train": "align.run",
     "train_dpo": "align.dpo",
+    "train_sft": "align.sft",
 }
 
 __all__ = [
+    "METHODS",
+    "DPOConfig",
     "DataError",
     "LoraSettings",
+    "Method",
     "PreferenceLoss",
     "PreferencePair",
     "PreferenceTrainer",
     "RunDir",
+    "SFTConfig",
+    "SFTConversation",
+    "SFTExample",
+    "StepOutput",
+    "SupervisedTrainer",
+    "TokenizedExample",
     "TokenizedPair",
     "TrainConfig",
     "TrainResult",
+    "Trainer",
     "dpo_loss",
     "ipo_loss",
     "load_pairs",
+    "load_sft",
     "locate_pairs",
+    "locate_sft",
+    "register_method",
+    "sft_loss",
     "tokenize_pair",
     "tokenize_pairs",
+    "tokenize_sft",
+    "train",
     "train_dpo",
+    "train_sft",
 ]
 
 

@@ -1,54 +1,88 @@
-"""Training options as plain data: cheap to import (the CLI builds its flags from the defaults)
-and stored verbatim in train_config.json to recognise a run on resume."""
+"""Training options as plain data, one dataclass per method on a shared base.
+
+Cheap to import (no torch): the CLI generates its flags from these fields (align.flags), so a
+field's type, default and `help` metadata are the whole definition of an option. Stored
+verbatim in train_config.json to recognise a run on resume. A method's config extends
+TrainConfig and adds its own `checks()`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-LOSSES = ("sigmoid", "ipo")
-SCHEDULERS = ("linear", "cosine", "constant")
+Loss = Literal["sigmoid", "ipo"]
+Scheduler = Literal["linear", "cosine", "constant"]
+LOSSES = get_args(Loss)
+SCHEDULERS = get_args(Scheduler)
 DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}  # adapters need a larger step to move as far
 
 
 @dataclass
 class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    """LoRA adapter (PEFT); the adapter is saved, plus a merged model."""
+
+    r: int = field(default=16, metadata={"help": "rank"})
+    alpha: int = field(default=32, metadata={"help": "scaling numerator (scale = alpha / r)"})
+    dropout: float = field(default=0.05, metadata={"help": "dropout on the adapter's input"})
     # PEFT's "all-linear": every attention and MLP projection, whatever the architecture calls them.
-    target_modules: str | list[str] = "all-linear"
+    target_modules: str = field(
+        default="all-linear", metadata={"help": "'all-linear', or a regex matching module names (PEFT)"}
+    )
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.r >= 1 and self.alpha > 0, "LoRA rank and alpha must be positive"),
+            (0 <= self.dropout < 1, "LoRA dropout must be in [0, 1)"),
+        ]
 
 
 @dataclass
 class TrainConfig:
-    beta: float = 0.1
-    loss: str = "sigmoid"
-    label_smoothing: float = 0.0
-    lr: float | None = None  # None: DEFAULT_LR for full fine-tuning or LoRA
-    epochs: int = 1
-    max_steps: int | None = None  # overrides epochs (cycles through the data as needed)
-    batch_size: int = 8  # pairs per micro-batch per process
-    grad_accum: int = 1
-    max_length: int = 1024
-    warmup_ratio: float = 0.1
-    lr_scheduler: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    seed: int = 0
-    save_steps: int = 200  # a checkpoint is also always written at the last step
-    lora: LoraSettings | None = None
+    """Optimisation, checkpoints and LoRA: what every method shares."""
+
+    lr: float | None = field(
+        default=None,
+        metadata={
+            "help": f"learning rate (default: {DEFAULT_LR['full']:g}; {DEFAULT_LR['lora']:g} with --lora)"
+        },
+    )
+    epochs: int = field(default=1, metadata={"help": "passes over the data"})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "optimizer steps; overrides --epochs (cycles through the data)"}
+    )
+    batch_size: int = field(default=8, metadata={"help": "examples per device per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_length: int = field(
+        default=1024,
+        metadata={"help": "tokens per prompt + completion (the prompt is cut from the left first)"},
+    )
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "fraction of the steps with a rising learning rate"}
+    )
+    lr_scheduler: Scheduler = field(
+        default="linear", metadata={"help": "learning-rate schedule after warmup"}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm to this"})
+    seed: int = field(default=0, metadata={"help": "seed of the batch order, dropout and initialisation"})
+    save_steps: int = field(
+        default=200, metadata={"help": "checkpoint every N steps, and always at the last"}
+    )
+    lora: LoraSettings | None = field(
+        default=None, metadata={"help": "train a LoRA adapter instead of all weights"}
+    )
 
     def __post_init__(self) -> None:
         if self.lr is None:
             self.lr = DEFAULT_LR["lora" if self.lora else "full"]
-        checks = [
-            (self.beta > 0, "beta must be > 0"),
-            (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
-            (0 <= self.label_smoothing < 0.5, "label smoothing must be in [0, 0.5)"),
-            (
-                self.label_smoothing == 0 or self.loss == "sigmoid",
-                "label smoothing applies to the sigmoid loss only",
-            ),
+        problems = [message for ok, message in self.checks() if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """(condition, message) pairs; a subclass extends the list with its own."""
+        return [
             (self.lr > 0, "learning rate must be > 0"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.max_steps is None or self.max_steps >= 1, "max steps must be >= 1"),
@@ -62,12 +96,52 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight decay must be >= 0"),
             (self.max_grad_norm is None or self.max_grad_norm > 0, "max grad norm must be > 0"),
             (self.save_steps >= 1, "save steps must be >= 1"),
+            *(self.lora.checks() if self.lora else []),
         ]
-        if self.lora:
-            checks += [
-                (self.lora.r >= 1 and self.lora.alpha > 0, "LoRA rank and alpha must be positive"),
-                (0 <= self.lora.dropout < 1, "LoRA dropout must be in [0, 1)"),
-            ]
-        problems = [message for ok, message in checks if not ok]
-        if problems:
-            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class DPOConfig(TrainConfig):
+    """DPO (sigmoid) or IPO on preference pairs, against the frozen starting model."""
+
+    beta: float = field(default=0.1, metadata={"help": "pull towards the reference model"})
+    loss: Loss = field(default="sigmoid", metadata={"help": "DPO's sigmoid loss, or IPO's squared loss"})
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={"help": "cDPO flip probability, sigmoid only (a pair's own label_smoothing field wins)"},
+    )
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.beta > 0, "beta must be > 0"),
+            (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
+            (0 <= self.label_smoothing < 0.5, "label smoothing must be in [0, 0.5)"),
+            (
+                self.label_smoothing == 0 or self.loss == "sigmoid",
+                "label smoothing applies to the sigmoid loss only",
+            ),
+            *super().checks(),
+        ]
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning: next-token loss on the assistant tokens only."""
+
+    lr: float | None = field(
+        default=None,
+        metadata={
+            "help": f"learning rate (default: {DEFAULT_LR['full'] * 4:g}; {DEFAULT_LR['lora'] * 4:g} with --lora)"
+        },
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata={
+            "help": "batch examples of similar length together (little padding; the order is still shuffled)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.lr is None:  # imitation tolerates larger steps than preference training
+            self.lr = 4 * DEFAULT_LR["lora" if self.lora else "full"]
+        super().__post_init__()

@@ -1,21 +1,27 @@
-"""Preference pairs on disk: locate the file, validate every line, report errors as `file:line: field`.
+"""Training data on disk: locate the file, validate every line, report errors as `file:line: field`.
 
-The format is TRL's conversational preference format plus our provenance fields, so the same
-file trains with our trainer and with `trl.DPOTrainer`. Validation is strict (no type coercion,
-no unknown fields) because a silently misread weight or role corrupts a training run quietly.
+Two kinds of file, both in TRL's conversational formats plus our provenance fields, so the same
+file trains with our trainer and with TRL's:
+- preference pairs (`trl.DPOTrainer`): {prompt, chosen, rejected, ...}, optionally a per-pair
+  `weight` and `label_smoothing`;
+- SFT examples (`trl.SFTTrainer`): {prompt, completion} (loss on the completion) or {messages}
+  (loss on every assistant turn, like TRL's `assistant_only_loss`).
+Validation is strict (no type coercion, no unknown fields) because a silently misread weight or
+role corrupts a training run quietly.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.bounded import BoundedInputError, parse_json_line
 from align.errors import DataError
 
 PAIRS_IN_RUN = Path("export") / "pairs.jsonl"
+SFT_IN_RUN = Path("export") / "sft.jsonl"
 
 
 class Message(BaseModel):
@@ -29,84 +35,141 @@ class AssistantMessage(Message):
     role: Literal["assistant"]
 
 
+def _awaits_reply(prompt: list[Message]) -> list[Message]:
+    if prompt[-1].role == "assistant":
+        raise ValueError("must end with a user (or system/tool) message, not an assistant message")
+    return prompt
+
+
+Prompt = Annotated[list[Message], Field(min_length=1), AfterValidator(_awaits_reply)]
+
+
 class PreferencePair(BaseModel):
     """One line of pairs.jsonl: a prompt, a preferred and a dispreferred assistant reply."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    prompt: list[Message] = Field(min_length=1)
-    chosen: list[AssistantMessage] = Field(min_length=1)
-    rejected: list[AssistantMessage] = Field(min_length=1)
+    prompt: Prompt
+    chosen: list[AssistantMessage] = Field(min_length=1, max_length=1)
+    rejected: list[AssistantMessage] = Field(min_length=1, max_length=1)
     score_chosen: float | None = None
     score_rejected: float | None = None
     source: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_awaits_reply(cls, prompt: list[Message]) -> list[Message]:
-        if prompt[-1].role == "assistant":
-            raise ValueError("must end with a user (or system/tool) message, not an assistant message")
-        return prompt
+    # This pair's cDPO flip probability (e.g. a search's uncertainty); None: the config's value.
+    label_smoothing: float | None = Field(default=None, ge=0.0, lt=0.5)
 
     def messages(self, field: Literal["prompt", "chosen", "rejected"]) -> list[dict[str, str]]:
         """Plain dicts, as chat templates expect them."""
         return [message.model_dump() for message in getattr(self, field)]
 
 
+class SFTExample(BaseModel):
+    """One line of sft.jsonl (or a TRL prompt/completion row): the completion is what is learned."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    prompt: Prompt
+    completion: list[AssistantMessage] = Field(min_length=1, max_length=1)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    def conversation(self) -> tuple[list[dict[str, str]], list[bool]]:
+        """All messages as plain dicts, and which of them carry the loss (the completion)."""
+        messages = [m.model_dump() for m in (*self.prompt, *self.completion)]
+        return messages, [False] * len(self.prompt) + [True]
+
+
+class SFTConversation(BaseModel):
+    """One TRL `messages` row: a whole chat; every assistant turn carries the loss."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    messages: list[Message] = Field(min_length=2)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("messages")
+    @classmethod
+    def _has_assistant_turn(cls, messages: list[Message]) -> list[Message]:
+        if messages[0].role == "assistant":
+            raise ValueError("must start with a system or user message, not an assistant message")
+        if not any(m.role == "assistant" for m in messages):
+            raise ValueError("must hold at least one assistant message (the turns that are learned)")
+        return messages
+
+    def conversation(self) -> tuple[list[dict[str, str]], list[bool]]:
+        return [m.model_dump() for m in self.messages], [m.role == "assistant" for m in self.messages]
+
+
 # What each top-level field must be, in words, for one-line errors.
 _EXPECTED = {
     "prompt": "a non-empty list of messages ({'role', 'content'})",
-    "chosen": "a non-empty list of assistant messages",
-    "rejected": "a non-empty list of assistant messages",
+    "chosen": "a list of one assistant message",
+    "rejected": "a list of one assistant message",
+    "completion": "a list of one assistant message",
+    "messages": "a list of at least two messages ({'role', 'content'})",
     "score_chosen": "a number",
     "score_rejected": "a number",
     "source": "a string",
     "meta": "an object",
     "weight": "a finite number >= 0",
+    "label_smoothing": "a number in [0, 0.5)",
 }
 
 
 def locate_pairs(data: str | Path) -> Path:
     """`data` is a pairs JSONL file or a simulation run directory (then its export/pairs.jsonl)."""
-    path = Path(data)
-    if path.is_dir():
-        pairs = path / PAIRS_IN_RUN
-        if not pairs.is_file():
-            raise DataError(
-                f"{path}: run directory has no {PAIRS_IN_RUN}; run `socialign export {path}` first"
-            )
-        return pairs
-    if not path.is_file():
-        raise DataError(f"{path}: no such pairs file or run directory")
-    return path
+    return _locate(data, PAIRS_IN_RUN, "pairs")
+
+
+def locate_sft(data: str | Path) -> Path:
+    """`data` is an SFT JSONL file or a simulation run directory (then its export/sft.jsonl)."""
+    return _locate(data, SFT_IN_RUN, "SFT")
 
 
 def load_pairs(path: str | Path) -> list[PreferencePair]:
     """Every non-blank line validated; the first bad one raises DataError naming file:line and field."""
+    return _load(path, lambda record: PreferencePair, "preference pairs")
+
+
+def load_sft(path: str | Path) -> list[SFTExample | SFTConversation]:
+    """Like load_pairs; a line with `messages` is a whole conversation, else a prompt/completion row."""
+    return _load(path, lambda record: SFTConversation if "messages" in record else SFTExample, "SFT examples")
+
+
+def _locate(data: str | Path, in_run: Path, what: str) -> Path:
+    path = Path(data)
+    if path.is_dir():
+        found = path / in_run
+        if not found.is_file():
+            raise DataError(f"{path}: run directory has no {in_run}; run `socialign export {path}` first")
+        return found
+    if not path.is_file():
+        raise DataError(f"{path}: no such {what} file or run directory")
+    return path
+
+
+def _load(path: str | Path, schema, what: str) -> list:
     path = Path(path)
-    pairs = []
+    rows = []
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if raw.strip():
-                pairs.append(_parse_line(raw, f"{path}:{number}"))
-    if not pairs:
-        raise DataError(f"{path}: holds no preference pairs")
-    return pairs
+                rows.append(_parse_line(raw, f"{path}:{number}", schema))
+    if not rows:
+        raise DataError(f"{path}: holds no {what}")
+    return rows
 
 
-def _parse_line(raw: bytes, where: str) -> PreferencePair:
+def _parse_line(raw: bytes, where: str, schema) -> BaseModel:
     try:
-        record = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise DataError(f"{where}: not valid UTF-8") from None
-    except json.JSONDecodeError as error:
-        raise DataError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        record = parse_json_line(raw, where)  # bounded: size, nesting, numbers
+    except BoundedInputError as error:
+        raise DataError(str(error)) from None
     if not isinstance(record, dict):
         raise DataError(f"{where}: each line must be a JSON object")
     try:
-        return PreferencePair.model_validate(record)
+        return schema(record).model_validate(record)
     except ValidationError as error:
         raise DataError(f"{where}: {_describe(error.errors()[0])}") from None
 

@@ -1,56 +1,107 @@
-"""DPO end to end: pairs file or simulation run in, trained model out.
+"""DPO and IPO (align.losses) on preference pairs: the preference method on the trainer skeleton.
 
-Cheap checks come first (the data, the output directory) so a mistake fails in a second, not
-after the model has loaded.
+The reference is the model as loaded (with LoRA: the adapter switched off); its log-probs are
+precomputed once. Later preference methods (SPIN, MCTS-DPO) subclass this with their own data
+hooks and reuse the loss.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
-from agents.backends.hf import load_model_and_tokenizer
-from align.config import TrainConfig
+import torch
+
+from align.batching import collate
+from align.config import DPOConfig
 from align.data import load_pairs, locate_pairs
-from align.rundir import RunDir
-from align.tokenization import tokenize_pairs
-from align.trainer import PreferenceTrainer, TrainResult
+from align.errors import DataError
+from align.logprobs import completion_logps
+from align.losses import PreferenceLoss, dpo_loss, ipo_loss
+from align.run import train
+from align.tokenization import TokenizedPair, tokenize_pairs
+from align.trainer import StepOutput, Trainer, TrainResult
+
+
+class PreferenceTrainer(Trainer):
+    config: DPOConfig
+    examples: list[TokenizedPair]
+    panels = (("loss", "loss"), ("rewards/margin", "reward margin"), ("rewards/accuracy", "reward accuracy"))
+
+    locate = staticmethod(locate_pairs)
+    load = staticmethod(load_pairs)
+
+    @classmethod
+    def tokenize(cls, rows, tokenizer, config: DPOConfig, path: Path) -> list[TokenizedPair]:
+        if config.loss != "sigmoid" and any(pair.label_smoothing for pair in rows):
+            raise DataError(
+                f"{path}: pairs set label_smoothing, which only the sigmoid loss uses (--loss {config.loss})"
+            )
+        return tokenize_pairs(rows, tokenizer, config.max_length)
+
+    def collate(self, examples: list[TokenizedPair]) -> dict[str, torch.Tensor]:
+        return collate(examples, self.tokenizer.pad_token_id)
+
+    def prepare(self) -> None:
+        self.reference = self.reference_logps()  # (pairs, 2): chosen, rejected
+        self.smoothing = torch.tensor(
+            [
+                self.config.label_smoothing if pair.label_smoothing is None else pair.label_smoothing
+                for pair in self.examples
+            ]
+        )
+
+    def compute(self, batch: dict[str, torch.Tensor], indices: list[int]) -> StepOutput:
+        logps, lengths = completion_logps(self.model, batch)
+        where = torch.tensor(indices)
+        reference = self.reference[where].to(logps.device)
+        out = self.loss(
+            *logps.chunk(2),
+            reference[:, 0],
+            reference[:, 1],
+            *lengths.chunk(2),
+            batch["weights"],
+            self.smoothing[where].to(logps.device),
+        )
+        pairs = torch.tensor(len(indices))
+        chosen, rejected = out.chosen_rewards, out.rejected_rewards
+        return StepOutput(
+            loss=out.loss,
+            metrics={
+                "loss": (out.losses.sum(), pairs),
+                "rewards/chosen": (chosen.sum(), pairs),
+                "rewards/rejected": (rejected.sum(), pairs),
+                "rewards/margin": ((chosen - rejected).sum(), pairs),
+                "rewards/accuracy": ((chosen > rejected).sum(), pairs),
+            },
+            tokens=int(batch["attention_mask"].sum()),
+        )
+
+    def loss(
+        self,
+        policy_chosen: torch.Tensor,
+        policy_rejected: torch.Tensor,
+        ref_chosen: torch.Tensor,
+        ref_rejected: torch.Tensor,
+        chosen_lengths: torch.Tensor,
+        rejected_lengths: torch.Tensor,
+        weights: torch.Tensor,
+        label_smoothing: torch.Tensor,
+    ) -> PreferenceLoss:
+        """The configured preference loss; a method with another objective overrides this."""
+        logps = (policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+        if self.config.loss == "ipo":
+            return ipo_loss(*logps, self.config.beta, chosen_lengths, rejected_lengths, weights=weights)
+        return dpo_loss(*logps, self.config.beta, weights=weights, label_smoothing=label_smoothing)
 
 
 def train_dpo(
     data: str | Path,
     model: str,
     out_dir: str | Path,
-    config: TrainConfig | None = None,
+    config: DPOConfig | None = None,
     resume: bool = False,
     callbacks: Sequence[Callable[[dict], None]] = (),
 ) -> TrainResult:
     """Train `model` (alias, path or hub id) with DPO/IPO on `data` into `out_dir`."""
-    config = config or TrainConfig()
-    pairs_file = locate_pairs(data)
-    pairs = load_pairs(pairs_file)
-    run_dir = RunDir(out_dir)
-    run_info = {
-        "method": "dpo",
-        "model": model,
-        "data": str(pairs_file.resolve()),
-        "data_sha256": _sha256(pairs_file),
-        "num_pairs": len(pairs),
-        "config": asdict(config),
-    }
-    run_dir.check_claim(run_info, resume)
-    # Loaded on CPU in float32: accelerate places it, and mixed precision comes from `accelerate launch`.
-    policy, tokenizer = load_model_and_tokenizer(model, device="cpu", dtype="float32")
-    tokenized = tokenize_pairs(pairs, tokenizer, config.max_length)
-    run_dir.claim(run_info, resume)  # written only now, so a model that fails to load leaves no trace
-    return PreferenceTrainer(policy, tokenizer, tokenized, config, run_dir, callbacks).train(resume=resume)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return train("dpo", data, model, out_dir, config, resume, callbacks)

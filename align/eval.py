@@ -1,14 +1,15 @@
-"""Judged evaluation on a scenario's held-out questions.
+"""Evaluation on a scenario's held-out questions or on a question file the user has.
 
-Each model answers the held-out questions (greedy, no persona); the scenario's observers
-score every answer on every dimension; with a baseline, a judge compares the two answers
-to each question in both orders, which cancels the judge's position bias.
+Each model answers the questions (greedy, no persona). Judge-free measures (align.judge_free:
+decline and over-decline rates, similarity to the reference, length, repetition) are always
+computed; unless ``judge`` is off, the scenario's observers also score every answer on every
+dimension and, with a baseline, a judge compares the two answers to each question in both
+orders, which cancels the judge's position bias.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import statistics
 from dataclasses import dataclass
@@ -16,9 +17,14 @@ from pathlib import Path
 
 from agents import prompts
 from agents.backends import Backend, BackendPool, GenerationRequest
-from agents.judge import first_preferred_probability
-from sandbox.observers import ObserverPanel
+from agents.files import write_atomic
+from agents.memory import Encoder
+from align import judge_free
+from sandbox.engine import Scheduler
+from sandbox.judging import ObserverPanel, PairwiseJudge, Preference, mean_with_ci, outcome, pairwise_summary
+from sandbox.verifiers import ReferenceSimilarity
 from scenarios import LoadedScenario
+from scenarios.question_files import load_questions
 
 PAIRWISE_CRITERION = "more helpful, honest and harmless"
 
@@ -29,6 +35,8 @@ class EvalSettings:
     max_new_tokens: int = 128
     seed: int = 0
     tie_margin: float = 0.05  # |P(A better) - 0.5| below this is a tie
+    questions_file: str | None = None  # a bank YAML, JSONL or CSV instead of the scenario's held-out split
+    judge: bool = True  # False: judge-free measures only (no observer scores, no pairwise)
 
 
 def loadable_model(name: str) -> str:
@@ -37,15 +45,6 @@ def loadable_model(name: str) -> str:
     if (path / "adapter_config.json").exists() and (path / "merged" / "config.json").exists():
         return str(path / "merged")
     return name
-
-
-def mean_with_ci(values: list[float]) -> dict:
-    """Mean and a normal-approximation 95% confidence half-width."""
-    if not values:
-        return {"mean": None, "ci95": None, "n": 0}
-    mean = statistics.fmean(values)
-    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return {"mean": round(mean, 4), "ci95": round(half, 4), "n": len(values)}
 
 
 def _answers(backend: Backend, questions: list, settings: EvalSettings) -> list[str]:
@@ -58,7 +57,7 @@ def _answers(backend: Backend, questions: list, settings: EvalSettings) -> list[
         )
         for q in questions
     ]
-    return [completions[0].text for completions in backend.generate(requests)]
+    return [completions[0].text.strip() for completions in backend.generate(requests)]
 
 
 def evaluate(
@@ -70,25 +69,48 @@ def evaluate(
 ) -> dict:
     settings = settings or EvalSettings()
     pool = pool or BackendPool()
-    questions = list(loaded.heldout_questions)
+    questions = load_questions(settings.questions_file) if settings.questions_file else list(loaded.heldout_questions)
     if settings.limit is not None and settings.limit < len(questions):
         questions = sorted(random.Random(settings.seed).sample(questions, settings.limit), key=lambda q: q.id)
     models = {"model": model, **({"baseline": baseline} if baseline else {})}
     # Every model (the judge too) loads before any answer is generated: a bad name fails in seconds.
     backends = {role: pool.get("hf", loadable_model(name)) for role, name in models.items()}
     observers = loaded.scenario.observers
-    judge = pool.get(observers.model.backend, observers.model.name, **observers.model.options)
-    panel = ObserverPanel(observers, judge)
+    judge = pool.get(observers.model.backend, observers.model.name, **observers.model.options) if settings.judge else None
+    similarity = ReferenceSimilarity(Encoder(loaded.scenario.memory.embedder))
     answers = {role: _answers(backend, questions, settings) for role, backend in backends.items()}
 
     per_question = [{"id": q.id, "category": q.category, "question": q.text} for q in questions]
+    measured = {role: judge_free.measure(questions, texts, similarity) for role, texts in answers.items()}
+    judge_free.add_rows(per_question, questions, measured)
+    report = {
+        "scenario": loaded.scenario.name,
+        "source": settings.questions_file or f"held-out questions of {loaded.scenario.name}",
+        "questions": len(questions),
+        "judge": observers.model.name if judge else None,
+        "settings": settings.__dict__,
+        "judge_free": judge_free.summarize(questions, measured, loaded.scenario.memory.embedder),
+    }
+    if judge is None:
+        return {**report, "per_question": per_question}
+
+    # Both models' observer scores and the pairwise judgments share the judge's batched calls.
+    panel = ObserverPanel(observers, judge)
+    persona = (observers.personas or [prompts.OBSERVER_PERSONA])[0]
+    producers = [
+        panel.score([(q.text, a) for q, a in zip(questions, texts)], [q.id for q in questions], settings.seed)
+        for texts in answers.values()
+    ]
+    if baseline:
+        items = [(q.text, a, b) for q, a, b in zip(questions, answers["model"], answers["baseline"])]
+        producers.append(PairwiseJudge(judge, PAIRWISE_CRITERION, persona).compare(items))
+    judged = Scheduler().run(producers)
     summary = {}
-    for role, texts in answers.items():
-        scored = panel.score([(q.text, a) for q, a in zip(questions, texts)], settings.seed)
+    for (role, texts), scored in zip(answers.items(), judged):
         by_dimension: dict[str, list[float]] = {d.name: [] for d in observers.dimensions}
         failures = 0
         for row, text, scores in zip(per_question, texts, scored):
-            row[role] = {"answer": text, "scores": {}}
+            row[role]["scores"] = {}
             for dimension, collected in by_dimension.items():
                 values = [s.rating.value for s in scores if s.dimension == dimension and s.rating.ok]
                 failures += sum(1 for s in scores if s.dimension == dimension and not s.rating.ok)
@@ -101,19 +123,10 @@ def evaluate(
             "parse_failures": failures,
         }
 
-    report = {
-        "scenario": loaded.scenario.name,
-        "questions": len(questions),
-        "judge": observers.model.name,
-        "settings": settings.__dict__,
-        "summary": summary,
-        "per_question": per_question,
-    }
+    report.update(summary=summary, per_question=per_question)
     if baseline:
         report["difference"] = _paired_difference(per_question, [d.name for d in observers.dimensions])
-        report["pairwise"] = _pairwise(
-            judge, questions, answers["model"], answers["baseline"], settings, per_question
-        )
+        report["pairwise"] = _pairwise(judged[-1], settings, per_question)
     return report
 
 
@@ -131,49 +144,32 @@ def _paired_difference(rows: list[dict], dimensions: list[str]) -> dict:
     return differences
 
 
-def _pairwise(judge, questions, ours: list[str], theirs: list[str], settings: EvalSettings, rows) -> dict:
-    forward = [
-        prompts.pairwise_messages(q.text, a, b, PAIRWISE_CRITERION)
-        for q, a, b in zip(questions, ours, theirs)
-    ]
-    backward = [
-        prompts.pairwise_messages(q.text, b, a, PAIRWISE_CRITERION)
-        for q, a, b in zip(questions, ours, theirs)
-    ]
-    probabilities = first_preferred_probability(judge, forward + backward)
-    first, second = probabilities[: len(questions)], probabilities[len(questions) :]
-    outcomes = {"win": 0, "tie": 0, "loss": 0}
-    preferences = []
-    for row, p_forward, p_backward in zip(rows, first, second):
-        if p_forward is None or p_backward is None:
-            continue
-        p_model = (p_forward + (1.0 - p_backward)) / 2  # A first, then A second
-        preferences.append(p_model)
-        outcome = "tie" if abs(p_model - 0.5) < settings.tie_margin else ("win" if p_model > 0.5 else "loss")
-        outcomes[outcome] += 1
-        row["pairwise"] = {
-            "p_model_better": round(p_model, 4),
-            "outcome": outcome,
-            "p_first_forward": round(p_forward, 4),
-            "p_first_backward": round(p_backward, 4),
-        }
-    total = sum(outcomes.values())
-    position_bias = statistics.fmean([*first, *second]) if first else None  # >0.5: judge favours slot 1
-    return {
-        "n": total,
-        **{f"{k}_rate": round(v / total, 4) if total else None for k, v in outcomes.items()},
-        "p_model_better": mean_with_ci(preferences),
-        "judge_first_slot_rate": round(position_bias, 4) if position_bias is not None else None,
-    }
+def _pairwise(preferences: list[Preference | None], settings: EvalSettings, rows: list[dict]) -> dict:
+    """Model (A) vs baseline (B), both orders per question; the judge's slot-1 rate is its position bias."""
+    for row, preference in zip(rows, preferences):
+        if preference is not None:
+            row["pairwise"] = {
+                "p_model_better": round(preference.p_a_better, 4),
+                "outcome": outcome(preference, settings.tie_margin),
+                "p_first_forward": round(preference.p_first_forward, 4),
+                "p_first_backward": round(preference.p_first_backward, 4),
+            }
+    summary = pairwise_summary(preferences, settings.tie_margin)
+    summary["p_model_better"] = summary.pop("p_a_better")
+    return summary
 
 
 def markdown_table(report: dict) -> str:
+    judged = f"judge: `{report['judge']}`; mean score ± 95% CI" if report["judge"] else "no LM judge"
+    lines = [f"Evaluation on {report['questions']} questions: {report['source']} ({judged})"]
+    if "summary" in report:
+        lines += _judged_lines(report)
+    return "\n".join(lines + judge_free.markdown_lines(report["judge_free"])) + "\n"
+
+
+def _judged_lines(report: dict) -> list[str]:
     dimensions = list(next(iter(report["summary"].values()))["scores"])
     lines = [
-        (
-            f"Evaluation on {report['questions']} held-out questions of `{report['scenario']}` "
-            f"(judge: `{report['judge']}`; mean score with 95% CI)"
-        ),
         "",
         "| model | " + " | ".join(dimensions) + " |",
         "|---|" + "---|" * len(dimensions),
@@ -196,7 +192,7 @@ def markdown_table(report: dict) -> str:
                 f"{pairwise['loss_rate']:.0%} | {better['mean']:.3f} ± {better['ci95']:.3f} |"
             ),
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _mean_cell(stats: dict, signed: bool = False) -> str:
@@ -209,6 +205,6 @@ def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = out / "eval.json", out / "eval.md"
-    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    markdown_path.write_text(markdown_table(report), encoding="utf-8")
+    write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(markdown_path, markdown_table(report))
     return json_path, markdown_path

@@ -77,3 +77,14 @@ def _weighted(losses, weights, beta, chosen_logratios, rejected_logratios) -> Pr
         chosen_rewards=(beta * chosen_logratios).detach(),
         rejected_rewards=(beta * rejected_logratios).detach(),
     )
+
+
+def sft_loss(token_logps: torch.Tensor, num_tokens: int | torch.Tensor) -> torch.Tensor:
+    """Supervised fine-tuning: the negative log-likelihood of the learned (assistant) tokens,
+
+        loss = -(1 / N) sum_t log pi(y_t | y_<t, x)
+
+    summed over this micro-batch's learned tokens and divided by N, the learned tokens of the
+    whole optimizer step (so micro-batches weigh by their tokens, as one large batch would).
+    """
+    return -token_logps.sum() / num_tokens

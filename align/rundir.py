@@ -9,11 +9,12 @@ change on resume, so a finished run can be extended.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from importlib.metadata import version
 from pathlib import Path
 
+from agents.bounded import BoundedInputError, read_json_file
+from agents.files import write_atomic
 from align.errors import DataError
 from align.processes import process_state
 
@@ -62,18 +63,19 @@ class RunDir:
         if state.is_main_process:
             self.path.mkdir(parents=True, exist_ok=True)
             record = {**run_info, "versions": _versions()}
-            _write_atomic(self.config_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+            write_atomic(self.config_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
         state.wait_for_everyone()
 
     def read_config(self) -> dict | None:
         if not self.config_file.is_file():
             return None
         try:
-            return json.loads(self.config_file.read_text())
-        except json.JSONDecodeError as error:
-            raise DataError(
-                f"{self.config_file}: not valid JSON ({error.msg}); remove the directory"
-            ) from None
+            config = read_json_file(self.config_file)
+        except BoundedInputError as error:
+            raise DataError(f"{error}; remove the directory") from None
+        if not isinstance(config, dict):
+            raise DataError(f"{self.config_file}: not a JSON object; remove the directory")
+        return config
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class RunDir:
     def rewind_metrics(self, step: int) -> None:
         """Forget rows after `step`: their progress was lost with the interruption and will be redone."""
         kept = [row for row in self.read_metrics() if row["step"] <= step]
-        _write_atomic(self.metrics_file, "".join(json.dumps(row) + "\n" for row in kept))
+        write_atomic(self.metrics_file, "".join(json.dumps(row) + "\n" for row in kept))
 
 
 def _identity_differences(existing: dict, new: dict) -> list[str]:
@@ -137,9 +139,3 @@ def _identity_differences(existing: dict, new: dict) -> list[str]:
 
 def _versions() -> dict[str, str]:
     return {name: version(name) for name in ("torch", "transformers", "accelerate", "peft")}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(text)
-    os.replace(staging, path)

@@ -1,9 +1,12 @@
-"""Chat-template tokenization of preference pairs, with truncation that keeps the completions' start.
+"""Pairs and SFT examples to token ids through the one chat renderer, with truncation that keeps
+the completions' start.
 
-The completion is whatever the template adds after the generation prompt, so a full reply
-ends with the template's end-of-turn tokens (the model learns to stop). Step-level data (one
-reasoning step, the reply goes on) must not end the turn: `end_of_turn=False` renders the last
-message as an unfinished one instead.
+Everything renders through `agents.chat.ChatRenderer`, exactly as the backends do, so a
+completion's tokens here are the tokens a backend scores (`Backend.score` sums to the trainer's
+policy log-prob). A completion is whatever the template adds after the generation prompt (and
+an optional assistant `prefix`): a full reply ends with the template's end-of-turn tokens (the
+model learns to stop); step-level data (one reasoning step, the reply goes on) passes
+`end_of_turn=False` and the text simply continues the partial assistant turn.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from align.data import PreferencePair
+from agents.chat import ChatRenderer
+from align.data import PreferencePair, SFTConversation, SFTExample
 from align.errors import DataError
 
 
@@ -21,29 +25,57 @@ class TokenizedPair:
     chosen_ids: list[int]
     rejected_ids: list[int]
     weight: float = 1.0
+    label_smoothing: float | None = None  # None: the config's
+    # Tokens can merge across the prompt/reply boundary differently for the two replies (a
+    # prefix ending mid-word): then the rejected row has its own prompt ids. None: the same.
+    rejected_prompt_ids: list[int] | None = None
+
+    def rows(self) -> tuple[tuple[list[int], list[int]], tuple[list[int], list[int]]]:
+        """(prompt ids, completion ids) of the chosen row, then of the rejected row."""
+        rejected_prompt = self.prompt_ids if self.rejected_prompt_ids is None else self.rejected_prompt_ids
+        return (self.prompt_ids, self.chosen_ids), (rejected_prompt, self.rejected_ids)
 
     @property
     def length(self) -> int:
         """Tokens of the longer of the two sequences (prompt + completion)."""
-        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+        return max(len(prompt) + len(completion) for prompt, completion in self.rows())
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """One SFT sequence: ids, and 1 where a token is learned (assistant tokens), 0 elsewhere."""
+
+    input_ids: list[int]
+    loss_mask: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+
+def renderer_for(tokenizer) -> ChatRenderer:
+    try:
+        return ChatRenderer(tokenizer)
+    except ValueError as error:  # no chat template: the user chose a base model
+        raise DataError(str(error)) from None
+
+
+# -- preference pairs -----------------------------------------------------------------------
 
 
 def tokenize_pairs(
     pairs: Iterable[PreferencePair], tokenizer, max_length: int, end_of_turn: bool = True
 ) -> list[TokenizedPair]:
-    if not tokenizer.chat_template:
-        raise DataError(
-            f"{tokenizer.name_or_path}: the tokenizer has no chat template; "
-            "conversational pairs need a chat (instruct) model"
-        )
+    renderer = renderer_for(tokenizer)
     return [
         tokenize_pair(
             pair.messages("prompt"),
-            pair.messages("chosen"),
-            pair.messages("rejected"),
-            tokenizer,
+            pair.chosen[0].content,
+            pair.rejected[0].content,
+            renderer,
             max_length,
             weight=pair.weight,
+            label_smoothing=pair.label_smoothing,
             end_of_turn=end_of_turn,
         )
         for pair in pairs
@@ -52,21 +84,21 @@ def tokenize_pairs(
 
 def tokenize_pair(
     prompt: list[dict],
-    chosen: list[dict],
-    rejected: list[dict],
-    tokenizer,
+    chosen: str,
+    rejected: str,
+    renderer: ChatRenderer,
     max_length: int,
     weight: float = 1.0,
     end_of_turn: bool = True,
+    prefix: str = "",
+    label_smoothing: float | None = None,
 ) -> TokenizedPair:
-    prompt_ids = _render(tokenizer, prompt, add_generation_prompt=True)
-    chosen_full = _render(tokenizer, prompt + chosen, continue_final_message=not end_of_turn)
-    rejected_full = _render(tokenizer, prompt + rejected, continue_final_message=not end_of_turn)
-    # Tokens can merge across the prompt/reply boundary; the completion starts where they diverge.
-    cut = min(_common_prefix(prompt_ids, chosen_full), _common_prefix(prompt_ids, rejected_full))
-    return truncate(
-        TokenizedPair(prompt_ids[:cut], chosen_full[cut:], rejected_full[cut:], weight), max_length
-    )
+    """`chosen` and `rejected` continue `prompt` (+ the assistant `prefix`), each split as a backend would."""
+    chosen_prompt, chosen_ids = renderer.split(prompt, chosen, prefix, end_of_turn)
+    rejected_prompt, rejected_ids = renderer.split(prompt, rejected, prefix, end_of_turn)
+    own_prompt = None if rejected_prompt == chosen_prompt else rejected_prompt
+    pair = TokenizedPair(chosen_prompt, chosen_ids, rejected_ids, weight, label_smoothing, own_prompt)
+    return truncate(pair, max_length)
 
 
 def truncate(pair: TokenizedPair, max_length: int) -> TokenizedPair:
@@ -77,24 +109,79 @@ def truncate(pair: TokenizedPair, max_length: int) -> TokenizedPair:
     """
     if pair.length <= max_length:
         return pair
-    prompt = pair.prompt_ids
     longest = max(len(pair.chosen_ids), len(pair.rejected_ids))
-    keep = min(len(prompt), max(max_length - longest, max_length // 2))
-    room = max_length - keep
+    (prompt, chosen), (rejected_prompt, rejected) = [
+        _cut(prompt, completion, longest, max_length) for prompt, completion in pair.rows()
+    ]
     return TokenizedPair(
-        prompt[len(prompt) - keep :], pair.chosen_ids[:room], pair.rejected_ids[:room], pair.weight
+        prompt,
+        chosen,
+        rejected,
+        pair.weight,
+        pair.label_smoothing,
+        None if pair.rejected_prompt_ids is None else rejected_prompt,
     )
 
 
-def _render(tokenizer, messages: list[dict], **template_options) -> list[int]:
-    encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **template_options)
-    return list(encoded["input_ids"])
+# -- SFT --------------------------------------------------------------------------------------
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    length = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        length += 1
-    return length
+def tokenize_sft(
+    examples: Iterable[SFTExample | SFTConversation], tokenizer, max_length: int
+) -> list[TokenizedExample]:
+    renderer = renderer_for(tokenizer)
+    tokenized = []
+    for number, example in enumerate(examples, start=1):
+        messages, trained = example.conversation()
+        try:
+            tokenized.append(tokenize_conversation(messages, trained, renderer, max_length))
+        except ValueError as error:
+            raise DataError(f"example {number}: {error}") from None
+    return tokenized
+
+
+def tokenize_conversation(
+    messages: Sequence[dict], trained: Sequence[bool], renderer: ChatRenderer, max_length: int
+) -> TokenizedExample:
+    """The whole conversation's ids, with the loss on the tokens of each trained (assistant) message.
+
+    Each trained message is split from the conversation before it exactly like a prompt and its
+    completion (so a one-turn example tokenizes as a pair's chosen row does); the conversation
+    up to a turn must render as a prefix of the conversation that goes on after it.
+    """
+    last = max(i for i, learn in enumerate(trained) if learn)  # later messages carry no loss: dropped
+    prompt, completion = renderer.split(messages[:last], messages[last]["content"])
+    input_ids = prompt + completion
+    loss_mask = [0] * len(prompt) + [1] * len(completion)
+    for i in (i for i in range(last) if trained[i]):
+        before, turn = renderer.split(messages[:i], messages[i]["content"])
+        end = len(before) + len(turn)
+        if input_ids[:end] != before + turn:
+            raise ValueError(
+                "the chat template renders an earlier turn differently once the conversation goes on; "
+                "give this example as prompt/completion"
+            )
+        loss_mask[len(before) : end] = [1] * len(turn)
+    return truncate_example(TokenizedExample(input_ids, loss_mask), max_length)
+
+
+def truncate_example(example: TokenizedExample, max_length: int) -> TokenizedExample:
+    """As for pairs: the tokens before the first learned one are the prompt, cut from the left first."""
+    if example.length <= max_length:
+        return example
+    start = example.loss_mask.index(1)
+    keep = _prompt_budget(start, example.length - start, max_length)
+    window = slice(start - keep, start + max_length - keep)
+    return TokenizedExample(example.input_ids[window], example.loss_mask[window])
+
+
+def _cut(
+    prompt: list[int], completion: list[int], longest: int, max_length: int
+) -> tuple[list[int], list[int]]:
+    keep = _prompt_budget(len(prompt), longest, max_length)
+    return prompt[len(prompt) - keep :], completion[: max_length - keep]
+
+
+def _prompt_budget(prompt_length: int, longest_completion: int, max_length: int) -> int:
+    """Prompt tokens kept: what the longest completion leaves, but at least half the budget."""
+    return min(prompt_length, max(max_length - longest_completion, max_length // 2))

@@ -1,16 +1,18 @@
-"""A small preference trainer on `accelerate`, shared by DPO and the methods built on it.
+"""The trainer skeleton every method shares: loop, accelerate, checkpoints and exact resume,
+LoRA, precomputed reference log-probs, metrics and the plot. A method subclasses Trainer with
+its data hooks (locate, load, tokenize, collate) and one `compute` (a loss from align.losses);
+it never touches the loop. Methods register in align.methods.
 
-Why our own loop instead of TRL's DPOTrainer: the methods that follow (SPIN, SPO, MCTS-DPO)
-need per-pair weights and label smoothing, step-level completions without end-of-turn, and a
-reference that changes between iterations; owning ~300 lines is simpler than overriding TRL's
-internals. `accelerate` still gives DDP/FSDP under `accelerate launch`.
+Why our own loop instead of TRL's trainers: the methods here (SPIN, SPO, MCTS-DPO) need per-pair
+weights and label smoothing, step-level completions without end-of-turn, and a reference that
+changes between iterations; owning ~300 lines is simpler than overriding TRL's internals.
+`accelerate` still gives DDP/FSDP under `accelerate launch` (or `torchrun` on CPUs).
 
-One optimizer step = `grad_accum` micro-batches; each micro-batch is ONE forward over the
-chosen and rejected rows together. Reference log-probs are computed once, before training,
-with the frozen model (with LoRA: the same model, adapter disabled) and cached in the output
-directory. Checkpoints hold model (or adapter), optimizer, scheduler and RNG states; with the
-deterministic batch order (align.batching) a resumed run ends on the same weights as an
-uninterrupted one.
+One optimizer step = `grad_accum` micro-batches. Reference log-probs, for methods that have a
+reference, are computed once before training with the frozen model (with LoRA: the same model,
+adapter disabled) and cached in the output directory. Checkpoints hold model (or adapter),
+optimizer, scheduler and RNG states; with the deterministic batch order (align.batching) a
+resumed run ends on the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -31,14 +33,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from align.batching import BatchPlan, collate
+from align.batching import BatchPlan
 from align.config import LoraSettings, TrainConfig
-from align.logprobs import completion_logps
-from align.losses import PreferenceLoss, dpo_loss, ipo_loss
+from align.logprobs import completion_logps, per_row, token_logps
 from align.plots import plot_metrics
 from align.processes import cpu_process_group
 from align.rundir import RunDir
-from align.tokenization import TokenizedPair
 
 
 @dataclass(frozen=True)
@@ -49,24 +49,74 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # metrics.jsonl rows
 
 
-class PreferenceTrainer:
-    """Trains `model` on tokenized pairs into a claimed RunDir (see RunDir.claim)."""
+@dataclass(frozen=True)
+class StepOutput:
+    """One micro-batch's loss (to back-propagate) and its metrics as (sum, count) pairs: the
+    logged value is sum/count over the whole optimizer step and every process."""
+
+    loss: torch.Tensor
+    metrics: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    tokens: int  # non-padding tokens processed, for tokens/s
+
+
+class Trainer:
+    """Trains `model` on tokenized examples into a claimed RunDir (see RunDir.claim)."""
+
+    panels: tuple[tuple[str, str], ...] = (("loss", "loss"),)  # metrics.png: (metric, title)
+
+    # -- a method's data (classmethods: they run before the model loads) -------------------
+
+    @classmethod
+    def locate(cls, data: str | Path) -> Path:
+        """The data file `data` names (a file, or a run directory's export)."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: Path) -> list:
+        """Validated rows; bad input raises align.errors.DataError naming file:line and field."""
+        raise NotImplementedError
+
+    @classmethod
+    def tokenize(cls, rows: list, tokenizer, config: TrainConfig, path: Path) -> list:
+        raise NotImplementedError
+
+    # -- a method's step ------------------------------------------------------------------
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def compute(self, batch: dict[str, torch.Tensor], indices: list[int]) -> StepOutput:
+        """The loss of one micro-batch (`indices` into the examples)."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Runs once before the first step (and on resume before the checkpoint is loaded)."""
+
+    def share(self, group: list[list[int]], position: int) -> float:
+        """The weight of micro-batch `position` in its optimizer step's loss; equal by default."""
+        return 1 / len(group)
+
+    def lengths(self) -> Sequence[int] | None:
+        """Per-example lengths to group batches by (align.batching), or None for a plain shuffle."""
+        return None
+
+    # -- setup ----------------------------------------------------------------------------
 
     def __init__(
         self,
         model,
         tokenizer,
-        pairs: Sequence[TokenizedPair],
+        examples: Sequence,
         config: TrainConfig,
         run_dir: RunDir,
         callbacks: Sequence[Callable[[dict], None]] = (),
     ) -> None:
-        if not pairs:
-            raise ValueError("no pairs to train on")
-        self.config, self.run_dir, self.pairs, self.tokenizer = config, run_dir, list(pairs), tokenizer
+        if not examples:
+            raise ValueError("no examples to train on")
+        self.config, self.run_dir, self.examples, self.tokenizer = config, run_dir, list(examples), tokenizer
         self.callbacks = list(callbacks)
-        # An earlier trainer in this process leaves its AcceleratorState behind (TRL's DPOConfig
-        # defaults to bf16, even on CPU), and a new Accelerator would silently inherit it. Start
+        # An earlier trainer in this process leaves its AcceleratorState behind (TRL's configs
+        # default to bf16, even on CPU), and a new Accelerator would silently inherit it. Start
         # from this launch's own settings instead, as transformers' TrainingArguments does.
         AcceleratorState._reset_state()
         self.accelerator = Accelerator(cpu=cpu_process_group())
@@ -76,8 +126,14 @@ class PreferenceTrainer:
             self.accelerator.register_save_state_pre_hook(_keep_trainable_weights)
             self.accelerator.register_load_state_pre_hook(_load_trainable_weights)
         world = self.accelerator.num_processes
+        lengths = self.lengths()
         self.plan = BatchPlan(
-            len(self.pairs), config.batch_size, config.seed, self.accelerator.process_index, world
+            len(self.examples),
+            config.batch_size,
+            config.seed,
+            self.accelerator.process_index,
+            world,
+            None if lengths is None else tuple(lengths),
         )
         self.steps_per_epoch = math.ceil(self.plan.batches_per_epoch / config.grad_accum)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
@@ -96,7 +152,7 @@ class PreferenceTrainer:
     # -- the loop -----------------------------------------------------------------------
 
     def train(self, resume: bool = False) -> TrainResult:
-        self.ref_chosen, self.ref_rejected = self._reference_logps()
+        self.prepare()
         step = self._restore() if resume else 0
         main = self.accelerator.is_main_process
         if main:
@@ -113,7 +169,7 @@ class PreferenceTrainer:
                 if main:
                     self.run_dir.append_metrics(row)
                 progress.update()
-                progress.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['rewards/accuracy']:.2f}")
+                progress.set_postfix(loss=f"{row['loss']:.4f}")
                 if step % self.config.save_steps == 0 or step == self.total_steps:
                     self._save_checkpoint(step)
                 for callback in self.callbacks:
@@ -124,22 +180,25 @@ class PreferenceTrainer:
         model_dir = self._save_model()
         history = self.run_dir.read_metrics()
         if main:
-            plot_metrics(history, self.run_dir.plot_file)
+            plot_metrics(history, self.run_dir.plot_file, self.panels)
         return TrainResult(self.run_dir.path, model_dir, step, history)
 
     def _optimizer_step(self, group: list[list[int]]) -> dict:
         started = time.perf_counter()
         self.model.train()
-        outputs, tokens = [], 0
+        sums: dict[str, list[torch.Tensor]] = {}
+        tokens = 0
         for position, indices in enumerate(group):
             batch = self._batch(indices)
             last = position == len(group) - 1
             # Gradients are all-reduced once per optimizer step, on its last micro-batch.
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
-                out = self._loss_on(batch, indices)
-                self.accelerator.backward(out.loss / len(group))
-            outputs.append(out)
-            tokens += int(batch["attention_mask"].sum())
+                out = self.compute(batch, indices)
+                self.accelerator.backward(out.loss * self.share(group, position))
+            for name, (total, count) in out.metrics.items():
+                pair = torch.stack([total.detach().float().sum(), torch.as_tensor(count).float().sum()])
+                sums[name] = sums[name] + pair if name in sums else pair
+            tokens += out.tokens
         grad_norm = None
         if self.config.max_grad_norm is not None:
             grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
@@ -147,85 +206,43 @@ class PreferenceTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return self._metrics(outputs, tokens, grad_norm, lr, time.perf_counter() - started)
-
-    def _loss_on(self, batch: dict[str, torch.Tensor], indices: list[int]) -> PreferenceLoss:
-        logps, lengths = completion_logps(self.model, batch)
-        policy_chosen, policy_rejected = logps.chunk(2)
-        chosen_lengths, rejected_lengths = lengths.chunk(2)
-        ref = torch.tensor(indices)
-        return self.loss(
-            policy_chosen,
-            policy_rejected,
-            self.ref_chosen[ref].to(logps.device),
-            self.ref_rejected[ref].to(logps.device),
-            chosen_lengths,
-            rejected_lengths,
-            batch["weights"],
-        )
-
-    def loss(
-        self,
-        policy_chosen: torch.Tensor,
-        policy_rejected: torch.Tensor,
-        ref_chosen: torch.Tensor,
-        ref_rejected: torch.Tensor,
-        chosen_lengths: torch.Tensor,
-        rejected_lengths: torch.Tensor,
-        weights: torch.Tensor,
-    ) -> PreferenceLoss:
-        """The configured preference loss; methods with another objective override this."""
-        logps = (policy_chosen, policy_rejected, ref_chosen, ref_rejected)
-        if self.config.loss == "ipo":
-            return ipo_loss(*logps, self.config.beta, chosen_lengths, rejected_lengths, weights=weights)
-        return dpo_loss(
-            *logps, self.config.beta, weights=weights, label_smoothing=self.config.label_smoothing
-        )
-
-    def _metrics(
-        self, outputs: list[PreferenceLoss], tokens: int, grad_norm, lr: float, seconds: float
-    ) -> dict:
-        def gathered(name: str) -> torch.Tensor:
-            return self.accelerator.gather(
-                torch.cat([getattr(out, name).detach() for out in outputs])
-            ).float()
-
-        losses, chosen, rejected = (
-            gathered("losses"),
-            gathered("chosen_rewards"),
-            gathered("rejected_rewards"),
-        )
-        total_tokens = int(
-            self.accelerator.gather(torch.tensor([tokens], device=self.accelerator.device)).sum()
-        )
-        row = {
-            "loss": losses.mean().item(),
-            "rewards/chosen": chosen.mean().item(),
-            "rewards/rejected": rejected.mean().item(),
-            "rewards/margin": (chosen - rejected).mean().item(),
-            "rewards/accuracy": (chosen > rejected).float().mean().item(),
-            "lr": lr,
-            "tokens_per_second": total_tokens / seconds,
-            "seconds": seconds,
-        }
+        seconds = time.perf_counter() - started
+        # One gather for every metric and the token count: (processes, metrics + 1, 2).
+        local = torch.stack([*sums.values(), torch.tensor([float(tokens), 1.0])]).to(self.accelerator.device)
+        totals = self.accelerator.gather(local[None]).sum(dim=0).cpu()
+        row = {name: (totals[i, 0] / totals[i, 1]).item() for i, name in enumerate(sums)}
+        row |= {"lr": lr, "tokens_per_second": totals[-1, 0].item() / seconds, "seconds": seconds}
         if grad_norm is not None:
             row["grad_norm"] = float(grad_norm)
         return row
 
+    def token_logps(self, indices: list[int]) -> list[torch.Tensor]:
+        """Per-token log-probs of the completion tokens of each collated row of these examples,
+        under the current policy (no gradient): what step-level methods such as MCTS-DPO read."""
+        batch = self._batch(indices)
+        self.model.eval()
+        with torch.no_grad():
+            logps, rows = token_logps(self.model, batch)
+        return [row.cpu() for row in per_row(logps, rows, batch["input_ids"].shape[0])]
+
     def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        batch = collate([self.pairs[i] for i in indices], self.tokenizer.pad_token_id)
+        batch = self.collate([self.examples[i] for i in indices])
         return {name: tensor.to(self.accelerator.device) for name, tensor in batch.items()}
 
     # -- reference ----------------------------------------------------------------------
 
-    def _reference_logps(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reference log-probs of every pair: one no-grad pass, batches sorted by length to pad little."""
+    def reference_logps(self) -> torch.Tensor:
+        """(examples, rows per example) summed completion log-probs under the frozen reference.
+
+        One no-grad pass in batches sorted by length (little padding), cached in the run
+        directory: a resumed run reads it back instead of recomputing. A collated batch's rows
+        come kind by kind (e.g. every chosen row, then every rejected row).
+        """
         cache = self.run_dir.reference_cache
         if cache.is_file():
-            tensors = load_file(cache)
-            return tensors["chosen"], tensors["rejected"]
-        chosen, rejected = torch.zeros(len(self.pairs)), torch.zeros(len(self.pairs))
-        by_length = sorted(range(len(self.pairs)), key=lambda i: self.pairs[i].length)
+            return load_file(cache)["logps"]
+        table: torch.Tensor | None = None
+        by_length = sorted(range(len(self.examples)), key=lambda i: self.examples[i].length)
         self.model.eval()
         with torch.no_grad(), self._reference_model():
             for indices in tqdm(
@@ -234,15 +251,17 @@ class PreferenceTrainer:
                 disable=not self.accelerator.is_main_process,
             ):
                 logps, _ = completion_logps(self.model, self._batch(indices))
+                rows = logps.view(-1, len(indices)).T  # (examples, kinds)
                 where = torch.tensor(indices, device=logps.device)
-                where, chosen_logps, rejected_logps = self.accelerator.gather((where, *logps.chunk(2)))
-                chosen[where.cpu()] = chosen_logps.float().cpu()
-                rejected[where.cpu()] = rejected_logps.float().cpu()
+                where, rows = self.accelerator.gather((where, rows.contiguous()))
+                if table is None:
+                    table = torch.zeros(len(self.examples), rows.shape[1])
+                table[where.cpu()] = rows.float().cpu()
         if self.accelerator.is_main_process:
             staging = cache.with_name(cache.name + ".tmp")
-            save_file({"chosen": chosen, "rejected": rejected}, staging)
+            save_file({"logps": table}, staging)
             os.replace(staging, cache)
-        return chosen, rejected
+        return table
 
     def _reference_model(self):
         """The frozen reference: with LoRA the same weights with the adapter off; else the model as loaded."""

@@ -1,81 +1,76 @@
-"""One Back-Scatter round of the `quick` scenario: our batched phases vs the backend ceiling
-vs the SANDBOX way (one backend call per prompt).
+"""Simulation benchmarks on the real default model: orchestration overhead and replicas.
 
-Prints the simulation's generated tokens/s against two ceilings: the backend's batched
-tokens/s for the same number of generations on short prompts (bench/generation.py's
-method), and the round's own recorded requests (same prompts, same budgets) replayed in one
-call. The first ratio includes the cost of the round's long prompts (personas, answers and
-feedback to prefill); the second isolates the cost of phases depending on each other plus
-memory, rating and observer passes. Then the same round run one prompt per call.
-Usage: python bench/simulation.py [--scenario quick]
+1. Orchestration overhead: the wall seconds of a simulation's ``run()`` against the same
+   backend calls (every call the scheduler made: same requests, same seeds, same order)
+   replayed back to back, phase by phase, each a single batched call. ``replay / simulation``
+   is the share of the run spent in the backend's batched calls (1.0 = no orchestration
+   overhead: prompts, memory, records, manifest). Dependent phases cannot run as one call, so
+   this replay, not "the whole round in one call", is the ceiling. Run with replicas 1 and 4.
+2. Replicas: ``--replicas 4`` in one process against the same four worlds run one after the
+   other (same loaded model, same records): wall-time ratio.
+
+Usage: python bench/simulation.py [--scenario quick] [--rounds 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from generation import batched_tokens_per_second, bench_requests
-
-from agents.backends import BackendPool
+from agents.backends import BackendPool, GenerationRequest
 from agents.backends.hf import HFBackend
 from agents.memory import Encoder
-from sandbox import Simulation
+from sandbox import Simulation, WorldSpec, plan_worlds
+from sandbox.simulation import models_of
 from scenarios import load_scenario
 
 
 class RecordingBackend(HFBackend):
-    """The real backend, keeping every generation request so the round can be replayed."""
+    """The real backend, keeping every call so a run's calls can be replayed."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.recorded = []
+        self.recorded: list[tuple[str, tuple, dict]] = []
 
-    def generate(self, requests):
-        self.recorded.extend(requests)
-        return super().generate(requests)
+    def generate(self, *args, **kwargs):
+        self.recorded.append(("generate", args, kwargs))
+        return super().generate(*args, **kwargs)
+
+    def score(self, *args, **kwargs):
+        self.recorded.append(("score", args, kwargs))
+        return super().score(*args, **kwargs)
+
+    def next_token_logprobs(self, *args, **kwargs):
+        self.recorded.append(("next_token_logprobs", args, kwargs))
+        return super().next_token_logprobs(*args, **kwargs)
+
+    def replay(self) -> float:
+        """Seconds to make the recorded calls again, back to back (then forget them)."""
+        calls, self.recorded = self.recorded, []
+        started = time.perf_counter()
+        for method, args, kwargs in calls:
+            getattr(HFBackend, method)(self, *args, **kwargs)
+        return time.perf_counter() - started
 
 
-class OnePromptPerCall(HFBackend):
-    """The SANDBOX pattern: the same model, but every prompt is its own backend call."""
-
-    def generate(self, requests):
-        return [super(OnePromptPerCall, self).generate([request])[0] for request in requests]
-
-    def next_token_logprobs(self, prompts, candidates, prefix=""):
-        return [super(OnePromptPerCall, self).next_token_logprobs([p], candidates, prefix)[0] for p in prompts]
-
-
-class PoolOf(BackendPool):
-    """A pool whose models all load as one HFBackend subclass (the bench's variants)."""
-
-    def __init__(self, backend_class: type[HFBackend]) -> None:
-        super().__init__()
-        self.backend_class = backend_class
-
+class RecordingPool(BackendPool):
     def get(self, kind, model, **options):
-        key = (kind, model)
+        key = repr((kind, model, sorted(options.items())))
         if key not in self._loaded:
-            self._loaded[key] = self.backend_class(model, **options)
+            self._loaded[key] = RecordingBackend(model, **options)
         return self._loaded[key]
 
 
-def run_round(scenario: str, pool: BackendPool, encoder: Encoder) -> dict:
+def timed_run(worlds: list[WorldSpec], rounds: int, pool: BackendPool, encoder: Encoder) -> tuple[float, dict]:
     out = Path(tempfile.mkdtemp(prefix="socialign-bench-")) / "run"
     try:
-        sim = Simulation(load_scenario(scenario), out, rounds=1, pool=pool, encoder=encoder, show_progress=False)
+        sim = Simulation(worlds, out, rounds=rounds, pool=pool, encoder=encoder, show_progress=False)
         started = time.perf_counter()
         manifest = sim.run()
-        wall = time.perf_counter() - started
-        answers = sim.records["answers"]
-        generations = len(answers) + len(sim.records["ratings"])  # answers + peer reasons
-        generating = sum(manifest["phases"][p]["seconds"] for p in ("draft", "rate", "revise"))
-        return {"tokens": manifest["tokens_generated"], "generations": generations, "wall": wall,
-                "generating_seconds": generating, "answer_tokens": sum(a["tokens"] for a in answers)}
+        return time.perf_counter() - started, manifest
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
 
@@ -83,32 +78,38 @@ def run_round(scenario: str, pool: BackendPool, encoder: Encoder) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="quick")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
 
-    encoder = Encoder()
-    batched_pool = PoolOf(RecordingBackend)
-    ours = run_round(args.scenario, batched_pool, encoder)
-    (backend,) = batched_pool.backends()
-    per_generation = math.ceil(ours["tokens"] / ours["generations"])
-    ceiling = batched_tokens_per_second(backend, bench_requests(ours["generations"], per_generation))
-    replay = batched_tokens_per_second(backend, list(backend.recorded))
-    sandbox_way = run_round(args.scenario, PoolOf(OnePromptPerCall), encoder)
+    loaded = load_scenario(args.scenario)
+    encoder = Encoder(loaded.scenario.memory.embedder)
+    pool = RecordingPool()
+    for ref in models_of(plan_worlds([loaded])):
+        warm = pool.get(ref.backend, ref.name, **ref.options)  # load, and pay first-call costs here
+        warm.generate([GenerationRequest([{"role": "user", "content": "Hello"}], max_new_tokens=4)])
+        warm.recorded.clear()
 
-    ours_rate = ours["tokens"] / ours["wall"]
-    ours_generating_rate = ours["tokens"] / ours["generating_seconds"]
-    sandbox_rate = sandbox_way["tokens"] / sandbox_way["wall"]
-    print(f"scenario {args.scenario}: one round, {ours['generations']} generations, {ours['tokens']} tokens")
-    print(f"{'':<44}{'tokens/s':>10}{'seconds':>10}")
-    print(f"{'simulation, whole round (batched phases)':<44}{ours_rate:>10.1f}{ours['wall']:>10.1f}")
-    print(f"{'simulation, generating phases only':<44}{ours_generating_rate:>10.1f}{ours['generating_seconds']:>10.1f}")
-    print(f"{'backend ceiling, same count, short prompts':<44}{ceiling:>10.1f}")
-    print(f"{'backend ceiling, the round replayed in 1 call':<44}{replay:>10.1f}")
-    print(f"{'SANDBOX way, one call per prompt':<44}{sandbox_rate:>10.1f}{sandbox_way['wall']:>10.1f}")
-    print(f"simulation / short-prompt ceiling: {ours_rate / ceiling:.2f} (whole round), "
-          f"{ours_generating_rate / ceiling:.2f} (generating phases)")
-    print(f"simulation / replayed-round ceiling: {ours_rate / replay:.2f} (whole round), "
-          f"{ours_generating_rate / replay:.2f} (generating phases)")
-    print(f"simulation / SANDBOX way: {ours_rate / sandbox_rate:.2f}x faster")
+    print(f"scenario {args.scenario}, {args.rounds} round(s), model(s): "
+          f"{', '.join(b.model_name for b in pool.backends())}")
+    print(f"{'':<34}{'simulation s':>13}{'replay s':>10}{'calls':>7}{'replay/sim':>12}")
+    walls = {}
+    for replicas in (4, 1):
+        worlds = plan_worlds([loaded], replicas=replicas)
+        wall, manifest = timed_run(worlds, args.rounds, pool, encoder)
+        calls = sum(len(b.recorded) for b in pool.backends())
+        replay = sum(backend.replay() for backend in pool.backends())
+        walls[replicas] = wall
+        print(f"{f'orchestration, replicas {replicas}':<34}{wall:>13.1f}{replay:>10.1f}{calls:>7}{replay / wall:>12.2f}")
+        tokens = manifest["tokens_generated"]
+        print(f"{'':<34}({tokens} tokens, {manifest['counts']})")
+
+    # World r0 alone was the replicas-1 run; run r1..r3 alone too.
+    sequential = walls[1] + sum(timed_run([world], args.rounds, pool, encoder)[0]
+                                for world in plan_worlds([loaded], replicas=4)[1:])
+    for backend in pool.backends():
+        backend.recorded.clear()
+    print(f"replicas 4 in one process: {walls[4]:.1f} s; the same four worlds one after another: {sequential:.1f} s; "
+          f"ratio {walls[4] / sequential:.2f}")
 
 
 if __name__ == "__main__":

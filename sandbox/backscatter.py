@@ -1,69 +1,137 @@
-"""One Back-Scatter round, phase by phase, each phase one batched backend call per model.
+"""Back-Scatter rounds as producers: no backend call in here, only requests and their results.
 
 draft → peers rate (reason, then rating) → revise while the mean peer rating is under the
 stopping threshold (up to ``max_revisions``) → observers score every version on every
-dimension → the final answer goes to the agent's memory.
+dimension → the final answers go to the agents' memories.
 
-Phases are pure functions of earlier records and derived seeds, which is what lets a killed
-run resume to exactly the records of an uninterrupted one.
+Each phase is a step (sandbox.context): a pure function of earlier records and seeds derived
+from record ids, which is what lets a killed run resume to exactly the records of an
+uninterrupted one. Memory is derived state: replaying a round re-adds its final answers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
 
 from agents import prompts
-from agents.backends import Backend, Completion, GenerationRequest, Message
-from agents.grouping import call_grouped
-from agents.judge import Rating, ratings_from_json, ratings_from_logprobs
+from agents.backends import Completion, GenerationRequest, Message
 from agents.memory import MemoryItem
-from sandbox.observers import ObserverPanel
+from sandbox.context import RunContext
+from sandbox.engine import Generate, Producer, first_completion, immediate
+from sandbox.judging import ObserverPanel, Rating, json_ratings, rating_steps, reasoned_ratings, score_id
+from sandbox.records import Phase, RoundRecord, Step, register_kind
 from sandbox.world import Agent
 
-if TYPE_CHECKING:
-    from sandbox.simulation import Simulation
+DRAFT = Phase("draft")
+OBSERVE = Phase("observe")
+MEMORY = Phase("memory")
 
 
-def derive_seed(*parts: object) -> int:
-    """A stable 31-bit seed from any parts (run seed, round, phase, agent, ...)."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+def rate_phase(version: int) -> Phase:
+    return Phase("rate", version)
 
 
-def generate_each(items: list[tuple[Backend, GenerationRequest]]) -> list[Completion]:
-    """One completion per (backend, request): one ``generate`` call per distinct backend."""
-    return call_grouped(
-        [backend for backend, _ in items],
-        [request for _, request in items],
-        lambda backend, requests: [c[0] for c in backend.generate(requests)],
-    )
+def revise_phase(version: int) -> Phase:
+    return Phase("revise", version)
 
 
-def mean_peer_rating(ratings: list[dict]) -> float | None:
+def answer_phase(version: int) -> Phase:
+    return DRAFT if version == 0 else revise_phase(version)
+
+
+# -- record kinds ---------------------------------------------------------------------------
+
+
+class Recalled(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    question: str
+    answer: str
+    similarity: float
+
+
+class AnswerRecord(RoundRecord):
+    agent: str
+    group: str
+    question_id: str
+    question: str
+    version: int
+    text: str
+    tokens: int
+    finish_reason: str
+    memories: list[Recalled] | None = None  # drafts: what the agent recalled
+    revised_from_rating: float | None = None  # revisions: the mean peer rating that prompted it
+
+
+class RatingRecord(RoundRecord):
+    answer_id: str
+    agent: str
+    question_id: str
+    version: int
+    rater: str
+    rater_group: str
+    rating: float | None
+    reason: str
+    ok: bool
+    attempts: int
+    method: str
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok
+
+
+class ScoreRecord(RoundRecord):
+    answer_id: str
+    agent: str
+    group: str
+    question_id: str
+    version: int
+    observer: int
+    dimension: str
+    score: float | None
+    ok: bool
+    attempts: int
+    method: str
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok
+
+
+register_kind("answers", AnswerRecord)
+register_kind("ratings", RatingRecord)
+register_kind("scores", ScoreRecord)
+
+
+# -- helpers shared with export -------------------------------------------------------------
+
+
+def mean_peer_rating(ratings: list[RatingRecord]) -> float | None:
     """The mean of the ratings that were read (failures left out); None if none was."""
-    valid = [r["rating"] for r in ratings if r["ok"]]
+    valid = [r.rating for r in ratings if r.ok]
     return statistics.fmean(valid) if valid else None
 
 
-def final_answers(answers: list[dict]) -> list[dict]:
+def final_answers(answers: list[AnswerRecord]) -> list[AnswerRecord]:
     """Each (round, agent)'s last version: what the agent remembers and what pairs compare."""
-    latest: dict[tuple[int, str], dict] = {}
+    latest: dict[tuple[int, str], AnswerRecord] = {}
     for answer in answers:
-        key = (answer["round"], answer["agent"])
-        if key not in latest or answer["version"] > latest[key]["version"]:
+        key = (answer.round, answer.agent)
+        if key not in latest or answer.version > latest[key].version:
             latest[key] = answer
     return [latest[key] for key in sorted(latest)]
 
 
-def memory_item(answer: dict) -> MemoryItem:
+def memory_item(answer: AnswerRecord) -> MemoryItem:
     """A final answer as its agent remembers it: recalled by the question's similarity."""
-    return MemoryItem(answer["agent"], answer["question"], {"answer": answer["text"], "round": answer["round"]})
+    return MemoryItem(answer.agent, answer.question, {"answer": answer.text, "round": answer.round})
 
 
 @dataclass(frozen=True)
@@ -73,212 +141,195 @@ class Assignment:
     question: str
 
 
-class Round:
-    """Runs (or, on resume, replays from records) the phases of one round."""
+def assign_questions(ctx: RunContext, round_index: int) -> list[Assignment]:
+    """Each round asks ``per_round`` distinct questions; agents share them round-robin.
 
-    def __init__(self, sim: Simulation, index: int) -> None:
-        self.sim = sim
+    Questions walk through a seeded permutation of the training split, so rounds see new
+    questions until the bank is used up; several agents answering the same question is
+    what makes cross-agent comparisons possible.
+    """
+    train = list(ctx.loaded.train_questions)
+    random.Random(ctx.seed_for("questions")).shuffle(train)
+    per_round = min(ctx.scenario.questions.per_round, len(train), len(ctx.world.agents))
+    start = round_index * per_round
+    chosen = [train[(start + i) % len(train)] for i in range(per_round)]
+    agents = list(ctx.world.agents)
+    random.Random(ctx.seed_for(round_index, "assign")).shuffle(agents)
+    return [Assignment(agent, chosen[i % per_round].id, chosen[i % per_round].text) for i, agent in enumerate(agents)]
+
+
+def idle(steps: int) -> Producer[None]:
+    """Wait ``steps`` scheduler steps (a world with nothing to do keeps in phase with the others)."""
+    for _ in range(steps):
+        yield []
+
+
+# -- the protocol -----------------------------------------------------------------------------
+
+
+def back_scatter(ctx: RunContext, rounds: int) -> Producer[None]:
+    """All rounds of one world."""
+    for index in range(rounds):
+        yield from Round(ctx, index).run()
+
+
+class Round:
+    """The phases of one round of one world, each a step producing records."""
+
+    def __init__(self, ctx: RunContext, index: int) -> None:
+        self.ctx = ctx
         self.index = index
-        self.config = sim.scenario.backscatter
-        self.assignments = sim.assign_questions(index)
+        self.config = ctx.scenario.backscatter
+        self.assignments = assign_questions(ctx, index)
         self.peers = {
-            a.agent.id: sim.world.peers(a.agent, self.config.peers, random.Random(self._seed("peers", a.agent.id)))
+            a.agent.id: ctx.world.peers(a.agent, self.config.peers, random.Random(ctx.seed_for(index, "peers", a.agent.id)))
             for a in self.assignments
         }
 
-    def _seed(self, *parts: object) -> int:
-        return derive_seed(self.sim.seed, self.index, *parts)
+    def _step(self, phase: Phase, make) -> Producer[list]:
+        return self.ctx.step(Step(self.index, phase), make)
 
-    def _record_id(self, agent: str, question_id: str, version: int, *extra: object) -> str:
-        return "/".join(str(p) for p in (self.sim.run_id, self.index, agent, question_id, version, *extra))
-
-    def run(self) -> None:
+    def run(self) -> Producer[None]:
         by_agent = {a.agent.id: a for a in self.assignments}
-        latest = {r["agent"]: r for r in self.sim.phase(self.index, "draft", "answers", self.draft)}
+        drafts = yield from self._step(DRAFT, self.draft)
+        round_answers = list(drafts)
+        latest = {r.agent: r for r in drafts}
         active = list(latest)
         for version in range(self.config.max_revisions + 1):
-            ratings = self.sim.phase(
-                self.index, f"rate-{version}", "ratings", partial(self.rate, [latest[a] for a in active])
-            )
+            ratings = yield from self._step(rate_phase(version), partial(self.rate, version, [latest[a] for a in active]))
             feedback = defaultdict(list)
             for rating in ratings:
-                feedback[rating["agent"]].append(rating)
+                feedback[rating.agent].append(rating)
             if version == self.config.max_revisions:
                 break
             active = [a for a in active if self._needs_revision(feedback[a])]
             if not active:
+                steps_per_revision = 1 + rating_steps(self.config.rating.method, self.config.rating.max_retries)
+                yield from idle((self.config.max_revisions - version) * steps_per_revision)
                 break
-            revised = self.sim.phase(
-                self.index,
-                f"revise-{version + 1}",
-                "answers",
-                partial(self.revise, [(by_agent[a], latest[a], feedback[a]) for a in active], version + 1),
-            )
-            latest.update({r["agent"]: r for r in revised})
-        round_answers = [r for r in self.sim.records["answers"] if r["round"] == self.index]
-        self.sim.phase(self.index, "observe", "scores", partial(self.observe, round_answers))
-        self.sim.phase(self.index, "memory", None, partial(self.remember, list(latest.values())))
+            work = [(by_agent[a], latest[a], feedback[a]) for a in active]
+            revised = yield from self._step(revise_phase(version + 1), partial(self.revise, work, version + 1))
+            round_answers += revised
+            latest.update({r.agent: r for r in revised})
+        yield from self._step(OBSERVE, partial(self.observe, round_answers))
+        yield from self._step(MEMORY, partial(immediate, []))
+        self.ctx.memory.add([memory_item(r) for r in latest.values()])
 
-    def _needs_revision(self, ratings: list[dict]) -> bool:
+    def _needs_revision(self, ratings: list[RatingRecord]) -> bool:
         mean = mean_peer_rating(ratings)
         return mean is not None and mean < self.config.stop_at_mean_rating
 
     # -- phases ---------------------------------------------------------------------------
 
-    def draft(self) -> list[dict]:
-        memory_config = self.sim.scenario.memory
+    def draft(self) -> Producer[list[AnswerRecord]]:
+        memory_config = self.ctx.scenario.memory
         if memory_config.k > 0:
             queries = [(a.agent.id, a.question) for a in self.assignments]
-            recalled = self.sim.memory.search(queries, k=memory_config.k, threshold=memory_config.threshold)
+            recalled = self.ctx.memory.search(queries, k=memory_config.k, threshold=memory_config.threshold)
         else:
             recalled = [[] for _ in self.assignments]
-        items = []
+        ops = []
         for assignment, hits in zip(self.assignments, recalled):
             memories = [(h.item.text, h.item.payload["answer"]) for h in hits]
             messages = prompts.answer_messages(assignment.agent.persona, assignment.question, memories)
-            items.append((self.sim.backend(assignment.agent.model), self._request(assignment.agent, messages, "draft")))
-        completions = generate_each(items)
+            ops.append(self._generate(assignment.agent, messages, self._answer_id(assignment, 0)))
+        outputs = yield ops
         return [
-            self._answer_record(a, 0, c, memories=[
-                {"question": h.item.text, "answer": h.item.payload["answer"], "similarity": round(h.score, 4)}
+            self._answer_record(a, 0, first_completion(c), memories=[
+                Recalled(question=h.item.text, answer=h.item.payload["answer"], similarity=round(h.score, 4))
                 for h in hits
             ])
-            for a, c, hits in zip(self.assignments, completions, recalled)
+            for a, c, hits in zip(self.assignments, outputs, recalled)
         ]
 
-    def revise(self, work: list[tuple[Assignment, dict, list[dict]]], version: int) -> list[dict]:
-        items, means = [], []
+    def revise(self, work: list[tuple[Assignment, AnswerRecord, list[RatingRecord]]],
+               version: int) -> Producer[list[AnswerRecord]]:
+        ops, means = [], []
         for assignment, previous, ratings in work:
             mean = mean_peer_rating(ratings)
             means.append(mean)
             messages = prompts.revision_messages(
-                assignment.agent.persona, assignment.question, previous["text"], mean, self.config.scale,
-                [r["reason"] for r in ratings],
+                assignment.agent.persona, assignment.question, previous.text, mean, self.config.scale,
+                [r.reason for r in ratings],
             )
-            items.append((self.sim.backend(assignment.agent.model),
-                          self._request(assignment.agent, messages, f"revise-{version}")))
-        completions = generate_each(items)
+            ops.append(self._generate(assignment.agent, messages, self._answer_id(assignment, version)))
+        outputs = yield ops
         return [
-            self._answer_record(assignment, version, completion, revised_from_rating=mean)
-            for (assignment, _, _), completion, mean in zip(work, completions, means)
+            self._answer_record(assignment, version, first_completion(c), revised_from_rating=mean)
+            for (assignment, _, _), c, mean in zip(work, outputs, means)
         ]
 
-    def rate(self, answers: list[dict]) -> list[dict]:
+    def rate(self, version: int, answers: list[AnswerRecord]) -> Producer[list[RatingRecord]]:
         """Each answer's peers give a reason and a rating (method per scenario)."""
-        work = [(answer, rater) for answer in answers for rater in self.peers[answer["agent"]]]
-        phase = f"rate-{answers[0]['version'] if answers else 0}"
-        method = self.config.rating.method
+        work = [(answer, rater) for answer in answers for rater in self.peers[answer.agent]]
+        ids = [self.ctx.record_id(self.index, a.agent, a.question_id, a.version, "peer", r.id) for a, r in work]
+        method, scale = self.config.rating.method, self.config.scale
         if method == "logprob":
-            ratings = self._rate_by_reason_then_logprob(work, phase)
-        else:
-            ratings = self._rate_by_json(work, phase)
-        return [
-            {
-                "id": self._record_id(answer["agent"], answer["question_id"], answer["version"], "peer", rater.id),
-                "round": self.index,
-                "phase": phase,
-                "answer_id": answer["id"],
-                "agent": answer["agent"],
-                "question_id": answer["question_id"],
-                "version": answer["version"],
-                "rater": rater.id,
-                "rater_group": rater.group,
-                "rating": rating.value,
-                "reason": rating.reason,
-                "ok": rating.ok,
-                "attempts": rating.attempts,
-                "method": method,
-            }
-            for (answer, rater), rating in zip(work, ratings)
-        ]
-
-    def _rate_by_reason_then_logprob(self, work, phase: str) -> list[Rating]:
-        reason_prompts = [
-            prompts.peer_reason_messages(rater.persona, answer["question"], answer["text"]) for answer, rater in work
-        ]
-        reasons = generate_each([
-            (self.sim.backend(rater.model),
-             self._request(rater, messages, phase, "reason", answer["agent"], max_new_tokens=self.config.reason_tokens))
-            for (answer, rater), messages in zip(work, reason_prompts)
-        ])
-        scores = call_grouped(
-            [self.sim.backend(rater.model) for _, rater in work],
-            [prompts.rating_followup(messages, reason.text, self.config.scale)
-             for messages, reason in zip(reason_prompts, reasons)],
-            lambda backend, batch: ratings_from_logprobs(backend, batch, self.config.scale),
-        )
-        return [Rating(s.value, reason.text, s.ok, s.attempts) for s, reason in zip(scores, reasons)]
-
-    def _rate_by_json(self, work, phase: str) -> list[Rating]:
-        def call(backend: Backend, batch: list[tuple[dict, Agent]]) -> list[Rating]:
-            def request_for(i: int, messages: list[Message], attempt: int) -> GenerationRequest:
-                answer, rater = batch[i]
-                return self._request(rater, messages, phase, "json", answer["agent"], attempt,
-                                     max_new_tokens=self.config.reason_tokens + 16)
-
-            messages = [
-                prompts.peer_json_messages(rater.persona, answer["question"], answer["text"], self.config.scale)
-                for answer, rater in batch
+            asks = [
+                (self.ctx.backend(rater.model),
+                 self._request(rater, prompts.peer_reason_messages(rater.persona, answer.question, answer.text),
+                               self.ctx.seed_for(record_id, "reason"), self.config.reason_tokens))
+                for (answer, rater), record_id in zip(work, ids)
             ]
-            return ratings_from_json(backend, messages, self.config.scale, request_for,
-                                     self.config.rating.max_retries)
-
-        return call_grouped([self.sim.backend(rater.model) for _, rater in work], work, call)
-
-    def observe(self, answers: list[dict]) -> list[dict]:
-        panel = ObserverPanel(self.sim.scenario.observers, self.sim.backend(self.sim.scenario.observers.model))
-        scored = panel.score([(a["question"], a["text"]) for a in answers], self._seed("observe"))
+            ratings: list[Rating] = yield from reasoned_ratings(asks, scale)
+        else:
+            asks = [
+                (self.ctx.backend(rater.model), self._json_request(rater, answer, record_id))
+                for (answer, rater), record_id in zip(work, ids)
+            ]
+            ratings = yield from json_ratings(asks, scale, self.config.rating.max_retries)
+        phase = str(rate_phase(version))
         return [
-            {
-                "id": f"{answer['id']}/obs{score.observer}/{score.dimension}",
-                "round": self.index,
-                "phase": "observe",
-                "answer_id": answer["id"],
-                "agent": answer["agent"],
-                "group": answer["group"],
-                "question_id": answer["question_id"],
-                "version": answer["version"],
-                "observer": score.observer,
-                "dimension": score.dimension,
-                "score": score.rating.value,
-                "ok": score.rating.ok,
-                "attempts": score.rating.attempts,
-                "method": panel.config.rating.method,
-            }
+            RatingRecord(
+                id=record_id, round=self.index, phase=phase, answer_id=answer.id, agent=answer.agent,
+                question_id=answer.question_id, version=answer.version, rater=rater.id, rater_group=rater.group,
+                rating=rating.value, reason=rating.reason, ok=rating.ok, attempts=rating.attempts, method=method,
+            )
+            for (answer, rater), record_id, rating in zip(work, ids, ratings)
+        ]
+
+    def observe(self, answers: list[AnswerRecord]) -> Producer[list[ScoreRecord]]:
+        config = self.ctx.scenario.observers
+        panel = ObserverPanel(config, self.ctx.backend(config.model))
+        scored = yield from panel.score([(a.question, a.text) for a in answers], [a.id for a in answers],
+                                        self.ctx.seed)
+        return [
+            ScoreRecord(
+                id=score_id(answer.id, score.observer, score.dimension), round=self.index, phase=str(OBSERVE),
+                answer_id=answer.id, agent=answer.agent, group=answer.group, question_id=answer.question_id,
+                version=answer.version, observer=score.observer, dimension=score.dimension,
+                score=score.rating.value, ok=score.rating.ok, attempts=score.rating.attempts,
+                method=config.rating.method,
+            )
             for answer, scores in zip(answers, scored)
             for score in scores
         ]
 
-    def remember(self, finals: list[dict]) -> list[dict]:
-        self.sim.memory.add([memory_item(r) for r in finals])
-        return []
+    # -- requests and records -------------------------------------------------------------
 
-    # -- helpers --------------------------------------------------------------------------
+    def _answer_id(self, assignment: Assignment, version: int) -> str:
+        return self.ctx.record_id(self.index, assignment.agent.id, assignment.question_id, version)
 
-    def _request(self, agent: Agent, messages: list[Message], *seed_parts: object,
+    def _request(self, agent: Agent, messages: list[Message], seed: int,
                  max_new_tokens: int | None = None) -> GenerationRequest:
         sampling = agent.sampling
-        return GenerationRequest(
-            messages=messages,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_new_tokens=max_new_tokens or sampling.max_new_tokens,
-            seed=self._seed(agent.id, *seed_parts),
-        )
+        return GenerationRequest(messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 max_new_tokens=max_new_tokens or sampling.max_new_tokens, seed=seed)
 
-    def _answer_record(self, assignment: Assignment, version: int, completion: Completion, **extra) -> dict:
+    def _generate(self, agent: Agent, messages: list[Message], record_id: str) -> Generate:
+        """An agent's answer request, seeded by the id of the record it will become."""
+        return Generate(self.ctx.backend(agent.model), self._request(agent, messages, self.ctx.seed_for(record_id)))
+
+    def _json_request(self, rater: Agent, answer: AnswerRecord, record_id: str):
+        messages = prompts.peer_json_messages(rater.persona, answer.question, answer.text, self.config.scale)
+        return lambda attempt: self._request(rater, messages, self.ctx.seed_for(record_id, "json", attempt),
+                                             self.config.reason_tokens + 16)
+
+    def _answer_record(self, assignment: Assignment, version: int, completion: Completion, **extra) -> AnswerRecord:
         agent = assignment.agent
-        return {
-            "id": self._record_id(agent.id, assignment.question_id, version),
-            "round": self.index,
-            "phase": "draft" if version == 0 else f"revise-{version}",
-            "agent": agent.id,
-            "group": agent.group,
-            "question_id": assignment.question_id,
-            "question": assignment.question,
-            "version": version,
-            "text": completion.text,
-            "tokens": completion.num_tokens,
-            "finish_reason": completion.finish_reason,
-            **extra,
-        }
+        return AnswerRecord(
+            id=self._answer_id(assignment, version), round=self.index, phase=str(answer_phase(version)),
+            agent=agent.id, group=agent.group, question_id=assignment.question_id, question=assignment.question,
+            version=version, text=completion.text.strip(), tokens=completion.num_tokens,
+            finish_reason=completion.finish_reason, **extra,
+        )

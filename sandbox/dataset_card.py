@@ -2,9 +2,10 @@
 
 The YAML header is the Hugging Face dataset-card header: one config per export kind mapping
 its JSONL file, so ``datasets.load_dataset(EXPORT_DIR, "pairs")`` loads that kind and the
-directory can be pushed to a hub unchanged. The body says where the data came from (scenario,
-models, seed, run), how many rows each kind has, and which filters shaped it. A kind with no
-rows gets no config (``datasets`` cannot load an empty file) and is named in the body instead.
+directory can be pushed to a hub unchanged. The body says where the data came from (scenarios,
+models, each world's seed, run), how many rows each kind has, and which filters shaped it. A
+kind with no rows gets no config, because ``datasets`` fails on an empty JSONL file (it cannot
+infer a schema); such kinds are named in the body instead.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from agents.files import write_atomic
 from sandbox.run_info import RunInfo
-from sandbox.store import write_atomic
 
 CARD_FILE = "README.md"
 FORMATS = {
@@ -46,7 +47,8 @@ def card_text(manifest: dict, counts: Mapping[str, int], filters: Mapping[str, i
     """
     info = RunInfo.from_manifest(manifest)
     names = ", ".join(info.scenarios)
-    title = f"socialign {names} (seed {info.seed})"
+    worlds = len(info.worlds)
+    title = f"socialign {names} ({worlds} world{'s' if worlds != 1 else ''})"
     header = yaml.safe_dump(card_header([k for k, n in counts.items() if n], title), sort_keys=False,
                             allow_unicode=True)
     lines = [
@@ -60,9 +62,9 @@ def card_text(manifest: dict, counts: Mapping[str, int], filters: Mapping[str, i
         *(f"| scenario | `{s.name}`{': ' + s.description if s.description else ''} |"
           for s in info.scenarios.values()),
         f"| models | {info.model_names} |",
-        f"| seed | {info.seed} |",
+        f"| worlds (seed) | {', '.join(f'`{w.name}` ({w.seed})' for w in info.worlds.values())} |",
         f"| run | `{info.run_id}`, {info.status}, rounds {info.rounds} |",
-        f"| scenario sha256 | `{info.scenario_sha256}` |",
+        *(f"| `{name}` sha256 | `{sha}` |" for name, sha in info.scenario_sha256.items()),
         f"| socialign | {_version()} |", "",
         "## Configurations", "",
         "| config | file | rows | format |", "|---|---|---|---|",

@@ -34,11 +34,13 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from agents.files import write_atomic
 from sandbox import report_figures as figures
+from sandbox.backscatter import RatingRecord
 from sandbox.errors import RunError
-from sandbox.export import Exporter
+from sandbox.export import Exporter, world_exporters
 from sandbox.run_info import RunInfo
-from sandbox.store import RunStore, write_atomic
+from sandbox.store import MANIFEST, RunStore
 from sandbox.world import World
 from scenarios import LoadedScenario, Scenario, ScenarioError
 
@@ -69,17 +71,21 @@ class WorldView:
 
 
 def world_views(store: RunStore, info: RunInfo) -> list[WorldView]:
-    """The run's worlds (today one per run: the store's records under the run's scenario)."""
-    (name, scenario), = info.scenarios.items()
-    world, error = rebuild_world(scenario, info.scenario_paths[name])
-    return [WorldView(name, scenario, Exporter(store), world, error)]
+    """The run's worlds, in the manifest's order: each world's records under its own scenario."""
+    views = []
+    for name, exporter in world_exporters(store).items():
+        world_info = info.worlds[name]
+        scenario = info.scenarios[world_info.scenario]
+        world, error = rebuild_world(scenario, info.scenario_paths[world_info.scenario], world_info.seed)
+        views.append(WorldView(name, scenario, exporter, world, error))
+    return views
 
 
-def rebuild_world(scenario: Scenario, scenario_path: Path) -> tuple[World | None, str | None]:
-    """The run's world (graph and agent placement) rebuilt from its recorded configuration.
+def rebuild_world(scenario: Scenario, scenario_path: Path, seed: int) -> tuple[World | None, str | None]:
+    """A world's graph and agent placement rebuilt from its recorded configuration and seed.
 
-    The graph is a pure function of the scenario (generator, params, seed) or its graph file;
-    a graph file moved since the run leaves the report without the graph drawing.
+    The graph is a pure function of the scenario (generator, params) and the world's seed, or
+    of its graph file; a graph file moved since the run leaves the report without the drawing.
     """
     graph_file = None
     if scenario.graph.file:
@@ -89,7 +95,7 @@ def rebuild_world(scenario: Scenario, scenario_path: Path) -> tuple[World | None
     loaded = LoadedScenario(scenario=scenario, path=scenario_path, sha256="", train_questions=(),
                             heldout_questions=(), graph_file=graph_file)
     try:
-        return World(loaded), None
+        return World(loaded, seed), None
     except ScenarioError as error:
         return None, str(error)
 
@@ -131,34 +137,34 @@ def agent_means(exporter: Exporter) -> dict[str, float]:
     """Each agent's mean observer score over all its scored answers (every version)."""
     collected = defaultdict(list)
     for answer in exporter.answers:
-        if answer["id"] in exporter.score:
-            collected[answer["agent"]].append(exporter.score[answer["id"]])
+        if answer.id in exporter.score:
+            collected[answer.agent].append(exporter.score[answer.id])
     return {agent: statistics.fmean(values) for agent, values in collected.items()}
 
 
 def peer_trajectories(exporter: Exporter) -> dict[str, dict[int, dict[int, float]]]:
     """group -> answer version -> round -> mean peer rating received (failed reads left out)."""
-    group_of = {a["id"]: a["group"] for a in exporter.answers}
+    group_of = {a.id: a.group for a in exporter.answers}
     collected = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for rating in exporter.ratings:
-        if rating["ok"] and rating["answer_id"] in group_of:
-            collected[group_of[rating["answer_id"]]][rating["version"]][rating["round"]].append(rating["rating"])
+        if rating.ok and rating.answer_id in group_of:
+            collected[group_of[rating.answer_id]][rating.version][rating.round].append(rating.rating)
     return {g: {v: {r: statistics.fmean(x) for r, x in rounds.items()} for v, rounds in versions.items()}
             for g, versions in collected.items()}
 
 
 def observer_trajectories(exporter: Exporter) -> dict[str, dict[str, dict[int, float]]]:
     """group -> draft | final -> round -> mean observer score."""
-    finals = {a["id"] for a in exporter.finals()}
+    finals = {a.id for a in exporter.finals()}
     collected = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for answer in exporter.answers:
-        score = exporter.score.get(answer["id"])
+        score = exporter.score.get(answer.id)
         if score is None:
             continue
-        if answer["version"] == 0:
-            collected[answer["group"]]["draft"][answer["round"]].append(score)
-        if answer["id"] in finals:
-            collected[answer["group"]]["final"][answer["round"]].append(score)
+        if answer.version == 0:
+            collected[answer.group]["draft"][answer.round].append(score)
+        if answer.id in finals:
+            collected[answer.group]["final"][answer.round].append(score)
     return {g: {k: {r: statistics.fmean(x) for r, x in rounds.items()} for k, rounds in kinds.items()}
             for g, kinds in collected.items()}
 
@@ -171,18 +177,18 @@ class RevisionStats:
 
 
 def revision_stats(exporter: Exporter) -> dict[str, RevisionStats]:
-    drafts = {(a["round"], a["agent"]): a for a in exporter.answers if a["version"] == 0}
+    drafts = {(a.round, a.agent): a for a in exporter.answers if a.version == 0}
     stats: dict[str, RevisionStats] = defaultdict(RevisionStats)
     for draft in drafts.values():
-        if draft["id"] in exporter.score:
-            stats[draft["group"]].draft.append(exporter.score[draft["id"]])
+        if draft.id in exporter.score:
+            stats[draft.group].draft.append(exporter.score[draft.id])
     for final in exporter.finals():
-        if final["id"] not in exporter.score:
+        if final.id not in exporter.score:
             continue
-        stats[final["group"]].final.append(exporter.score[final["id"]])
-        draft = drafts.get((final["round"], final["agent"]))
-        if final["version"] > 0 and draft is not None and draft["id"] in exporter.score:
-            stats[final["group"]].revised.append((exporter.score[draft["id"]], exporter.score[final["id"]]))
+        stats[final.group].final.append(exporter.score[final.id])
+        draft = drafts.get((final.round, final.agent))
+        if final.version > 0 and draft is not None and draft.id in exporter.score:
+            stats[final.group].revised.append((exporter.score[draft.id], exporter.score[final.id]))
     return dict(sorted(stats.items()))
 
 
@@ -272,14 +278,21 @@ def overview_section(report: Report, info: RunInfo) -> None:
         ("run", info.run_id),
         ("scenario", ", ".join(f"{s.name}: {s.description}" for s in info.scenarios.values())),
         ("status", f"{info.status}, rounds {info.rounds}"),
-        ("seed", str(info.seed)),
+        ("worlds", ", ".join(f"{w.name} (seed {w.seed}, rounds {w.rounds_completed}/{w.rounds_requested})"
+                             for w in info.worlds.values())),
         ("models", info.model_names),
         ("records", ", ".join(f"{k} {v:,}" for k, v in info.counts.items())),
         ("parse failures", ", ".join(f"{k} {v:.1%}" for k, v in info.failure_rates.items())),
         ("generated", (f"{info.tokens_generated:,} tokens at {info.tokens_per_second:.1f} tokens/s, "
                        f"wall time {info.wall_seconds:.0f} s")),
     ]
-    report.add("overview", "Overview", table(None, facts))
+    phases = [(phase, model, c.get("calls", 0), c.get("requests", 0), c.get("tokens", 0), c.get("seconds", 0.0))
+              for phase, models in info.phases.items() for model, c in models.items()]
+    body = table(None, facts)
+    if phases:
+        body += "<h3>Generation per phase</h3>" + table(
+            ["phase", "model", "calls", "requests", "tokens", "seconds"], phases)
+    report.add("overview", "Overview", body)
 
 
 def world_sections(report: Report, view: WorldView, prefix: str, heading: str) -> None:
@@ -337,7 +350,7 @@ def pairs_body(exporter: Exporter) -> str:
         sources[pair["source"]] += 1
     reasons = defaultdict(list)
     for rating in exporter.ratings:
-        reasons[rating["answer_id"]].append(rating)
+        reasons[rating.answer_id].append(rating)
     summary = (f"<p>{len(pairs)} pairs at margin {esc(exporter.margin)} on <b>{esc(exporter.dimension)}</b> ("
                + esc(", ".join(f"{k} {v}" for k, v in sorted(sources.items()))) + ")</p>")
     best, worst = pairs[:EXAMPLES], pairs[EXAMPLES:][-EXAMPLES:][::-1]
@@ -347,12 +360,12 @@ def pairs_body(exporter: Exporter) -> str:
     return "\n".join(parts)
 
 
-def _pair_card(pair: dict, reasons: Mapping[str, list[dict]]) -> str:
+def _pair_card(pair: dict, reasons: Mapping[str, list[RatingRecord]]) -> str:
     def side(kind: str) -> str:
         meta = pair["meta"][kind]
         items = "".join(
-            f"<li><b>{esc(r['rater'])}</b> "
-            f"{esc(_fmt(r['rating'], 1) if r['ok'] else 'unparsed')}: {esc(r['reason'])}</li>"
+            f"<li><b>{esc(r.rater)}</b> "
+            f"{esc(_fmt(r.rating, 1) if r.ok else 'unparsed')}: {esc(r.reason)}</li>"
             for r in reasons.get(meta["id"], [])
         )
         return (f'<div class="{kind}"><b>{kind}</b> {esc(_fmt(pair[f"score_{kind}"]))} '
@@ -552,7 +565,7 @@ def eval_section(report: Report, eval_path: Path | None) -> None:
 def build_report(run_dir: str | Path, train_dirs: Sequence[str | Path] = (),
                  eval_path: str | Path | None = None) -> Report:
     store = RunStore.existing(run_dir)
-    info = RunInfo.from_manifest(store.manifest())
+    info = RunInfo.from_manifest(store.manifest(), str(store.root / MANIFEST))
     views = world_views(store, info)
     report = Report(f"socialign run report: {info.run_id}")
     overview_section(report, info)

@@ -1,14 +1,18 @@
-"""Run a scenario: rounds of Back-Scatter over the world, recorded in a resumable run directory."""
+"""The driver: scenarios -> worlds -> one scheduler -> per-world stores -> one manifest.
+
+Several worlds (a scenario's ``replicas``, or several scenarios) run in one process under one
+scheduler, so each phase makes one batched call per model for all of them. Replica ``k`` of a
+scenario is the world ``<scenario>-r<k>`` with seed ``derive_seed(seed, "replica", k)``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
 import platform
-import random
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -16,8 +20,13 @@ from tqdm import tqdm
 from agents.backends import Backend, BackendPool
 from agents.memory import EmbeddingMemory, Encoder, MemoryItem
 from agents.registry import check_model
-from sandbox.backscatter import Assignment, Round, derive_seed, final_answers, memory_item
-from sandbox.store import RECORD_KINDS, RunStore
+from agents.seeding import derive_seed
+from sandbox.backscatter import MEMORY, back_scatter
+from sandbox.context import RunContext
+from sandbox.engine import Scheduler
+from sandbox.errors import RunError
+from sandbox.records import Step
+from sandbox.store import RunStore
 from sandbox.world import World
 from scenarios import LoadedScenario, ModelRef
 
@@ -34,172 +43,185 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def scenario_models(loaded: LoadedScenario) -> list[ModelRef]:
-    refs = [group.model for group in loaded.scenario.agents] + [loaded.scenario.observers.model]
+@dataclass(frozen=True)
+class WorldSpec:
+    name: str  # "<scenario>-r<replica>"
+    loaded: LoadedScenario
+    replica: int
+    seed: int
+
+
+def plan_worlds(scenarios: Sequence[LoadedScenario], seed: int | None = None,
+                replicas: int | None = None) -> list[WorldSpec]:
+    """The worlds of a run: each scenario's replicas (``replicas`` overrides the scenario's)."""
+    names = [loaded.scenario.name for loaded in scenarios]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise RunError(f"scenario '{duplicated[0]}' is given twice; use replicas to run copies of a world")
+    worlds = []
+    for loaded in scenarios:
+        base = loaded.scenario.seed if seed is None else seed
+        for replica in range(replicas or loaded.scenario.replicas):
+            worlds.append(WorldSpec(f"{loaded.scenario.name}-r{replica}", loaded, replica,
+                                    derive_seed(base, "replica", replica)))
+    return worlds
+
+
+def models_of(worlds: Sequence[WorldSpec]) -> list[ModelRef]:
+    refs = [ref for w in worlds for ref in [*(g.model for g in w.loaded.scenario.agents), w.loaded.scenario.observers.model]]
     unique = {ref.model_dump_json(): ref for ref in refs}
     return [unique[key] for key in sorted(unique)]
+
+
+def add_phase_tables(*tables: dict) -> dict:
+    """Sum phase -> model -> counters tables (a resumed run adds to what earlier sessions did)."""
+    total: dict[str, dict[str, dict]] = {}
+    for table in tables:
+        for phase, models in table.items():
+            for model, counters in models.items():
+                entry = total.setdefault(phase, {}).setdefault(model, {})
+                for key, value in counters.items():
+                    entry[key] = round(entry.get(key, 0) + value, 3)
+    return total
 
 
 class Simulation:
     def __init__(
         self,
-        loaded: LoadedScenario,
+        worlds: Sequence[WorldSpec],
         out: str | Path,
         rounds: int | None = None,
-        seed: int | None = None,
         resume: bool = False,
         pool: BackendPool | None = None,
         encoder: Encoder | None = None,
         show_progress: bool = True,
     ) -> None:
-        self.loaded = loaded
-        self.scenario = loaded.scenario
-        self.rounds = rounds or self.scenario.rounds
-        self.seed = self.scenario.seed if seed is None else seed
-        self.world = World(loaded)  # validates the graph before anything is written
-        models = scenario_models(loaded)
+        self.specs = list(worlds)
+        self.rounds = {spec.name: rounds or spec.loaded.scenario.rounds for spec in self.specs}
+        worlds_built = {spec.name: World(spec.loaded, spec.seed) for spec in self.specs}  # validates graphs first
+        models = models_of(self.specs)
         for ref in models:
             if ref.backend != "openai":
                 check_model(ref.name)
         self.identity = {
-            "scenario_sha256": loaded.sha256,
-            "seed": self.seed,
+            "worlds": [{"name": s.name, "scenario_sha256": s.loaded.sha256, "seed": s.seed} for s in self.specs],
             "models": [ref.model_dump(mode="json") for ref in models],
         }
-        self.run_id = f"{self.scenario.name}-s{self.seed}"
+        self.scenarios = {s.loaded.scenario.name: s.loaded for s in self.specs}
+        self.run_id = "+".join(self.scenarios)
         self.store = RunStore.open(out, self.identity, resume)
-        self.records = {kind: self.store.read(kind) for kind in RECORD_KINDS}
-        self.done = self.store.done_phases()
         self.pool = pool or BackendPool()
-        self.encoder = encoder or Encoder(self.scenario.memory.embedder)
-        self.memory = self._rebuild_memory()
+        self.encoders: dict[str, Encoder] = {}
+        self.default_encoder = encoder
+        self.scheduler = Scheduler()
+        self.contexts = [self._context(spec, worlds_built[spec.name]) for spec in self.specs]
         self.show_progress = show_progress
         self._bar: tqdm | None = None
+        self._dirty = False
+        previous = self.store.manifest() or {}
+        self._previous_phases = previous.get("phases", {})
+        self._created = previous.get("created") or dt.datetime.now(dt.UTC).isoformat()
+        self._wall_before = previous.get("wall_seconds", 0.0)
+        self._versions = package_versions()
         self._started = time.perf_counter()
         self._write_manifest(status="running")
 
-    # -- shared services for rounds --------------------------------------------------------
+    # -- worlds ---------------------------------------------------------------------------
 
     def backend(self, ref: ModelRef) -> Backend:
         return self.pool.get(ref.backend, ref.name, **ref.options)
 
-    def assign_questions(self, round_index: int) -> list[Assignment]:
-        """Each round asks ``per_round`` distinct questions; agents share them round-robin.
+    def _encoder(self, name: str) -> Encoder:
+        if name not in self.encoders:
+            given = self.default_encoder
+            self.encoders[name] = given if given is not None and given.name == name else Encoder(name)
+        return self.encoders[name]
 
-        Questions walk through a seeded permutation of the training split, so rounds see new
-        questions until the bank is used up; several agents answering the same question is
-        what makes cross-agent comparisons possible.
-        """
-        train = list(self.loaded.train_questions)
-        random.Random(derive_seed(self.seed, "questions")).shuffle(train)
-        per_round = min(self.scenario.questions.per_round, len(train), len(self.world.agents))
-        start = round_index * per_round
-        chosen = [train[(start + i) % len(train)] for i in range(per_round)]
-        agents = list(self.world.agents)
-        random.Random(derive_seed(self.seed, round_index, "assign")).shuffle(agents)
-        return [Assignment(agent, chosen[i % per_round].id, chosen[i % per_round].text) for i, agent in enumerate(agents)]
-
-    def phase(self, round_index: int, name: str, kind: str | None, compute: Callable[[], list[dict]]) -> list[dict]:
-        """Replay a finished phase from its records, or compute, store and mark it."""
-        if (round_index, name) in self.done:
-            return [r for r in self.records.get(kind, []) if r["round"] == round_index and r["phase"] == name]
-        if self._bar is not None:
-            self._bar.set_description(f"round {round_index + 1}/{self.rounds} {name}")
-        tokens_before = self._generated_tokens()
-        started = time.perf_counter()
-        records = compute()
-        seconds = time.perf_counter() - started
-        if kind is not None:
-            self.store.append(kind, records)
-            self.records[kind].extend(records)
-        self.store.mark_done(round_index, name, seconds=round(seconds, 3),
-                             tokens=self._generated_tokens() - tokens_before, records=len(records))
-        self.done.add((round_index, name))
-        if self._bar is not None:
-            self._bar.update(1)
-        return records
-
-    def _generated_tokens(self) -> int:
-        return sum(backend.stats.generated_tokens for backend in self.pool.backends())
-
-    def _rebuild_memory(self) -> EmbeddingMemory:
-        """Seed memories plus the final answers of rounds whose memory phase completed."""
-        memory = EmbeddingMemory(self.encoder)
+    def _context(self, spec: WorldSpec, world: World) -> RunContext:
+        scenario = spec.loaded.scenario
+        memory = EmbeddingMemory(self._encoder(scenario.memory.embedder))
         seeds = [
             MemoryItem(agent.id, seed.question, {"answer": seed.answer, "round": -1})
-            for agent in self.world.agents
-            for group in self.scenario.agents
+            for agent in world.agents
+            for group in scenario.agents
             if group.group == agent.group
             for seed in group.seed_memories
         ]
-        remembered = [
-            memory_item(answer)
-            for answer in final_answers(self.records["answers"])
-            if (answer["round"], "memory") in self.done
-        ]
-        if seeds or remembered:
-            memory.add(seeds + remembered)
-        return memory
+        if seeds:
+            memory.add(seeds)
+        return RunContext(spec.name, spec.seed, spec.loaded, world, memory, self.store.world(spec.name),
+                          self.backend, self._committed)
+
+    def world(self, name: str) -> RunContext:
+        return next(ctx for ctx in self.contexts if ctx.world_id == name)
+
+    def _committed(self, step: Step) -> None:
+        self._dirty = True
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def _after_step(self) -> None:
+        if self._dirty:
+            self._write_manifest(status="running")
+            self._dirty = False
 
     # -- running ----------------------------------------------------------------------------
 
     def run(self) -> dict:
-        pending = [r for r in range(self.rounds) if (r, "memory") not in self.done]
-        phases_per_round = 2 + 2 * self.scenario.backscatter.max_revisions + 1 + 1
-        with tqdm(total=len(pending) * phases_per_round, disable=not self.show_progress, unit="phase",
-                  dynamic_ncols=True) as bar:
+        phases_per_round = {spec.name: 2 + 2 * spec.loaded.scenario.backscatter.max_revisions + 2 for spec in self.specs}
+        total = sum(phases_per_round[ctx.world_id] * self.rounds[ctx.world_id] - len(ctx.store.done)
+                    for ctx in self.contexts)
+        with tqdm(total=max(total, 0), disable=not self.show_progress, unit="phase", dynamic_ncols=True) as bar:
             self._bar = bar
-            for round_index in pending:
-                Round(self, round_index).run()
-                self._write_manifest(status="running")
-                bar.total = bar.n + (len(pending) - pending.index(round_index) - 1) * phases_per_round
+            self.scheduler.run([back_scatter(ctx, self.rounds[ctx.world_id]) for ctx in self.contexts],
+                               after_step=self._after_step)
             self._bar = None
         return self._write_manifest(status="complete")
 
     def close(self) -> None:
         self.pool.close()
 
+    def _rounds_completed(self, ctx: RunContext) -> int:
+        return sum(ctx.store.is_done(Step(r, MEMORY)) for r in range(self.rounds[ctx.world_id]))
+
     def _write_manifest(self, status: str) -> dict:
-        previous = self.store.manifest() or {}
+        now = time.perf_counter()
+        worlds = {}
+        for ctx, spec in zip(self.contexts, self.specs):
+            worlds[ctx.world_id] = {
+                "scenario": spec.loaded.scenario.name, "replica": spec.replica, "seed": spec.seed,
+                "rounds_requested": self.rounds[ctx.world_id], "rounds_completed": self._rounds_completed(ctx),
+                "counts": ctx.store.counts(), "failure_rate": ctx.store.failure_rates(),
+            }
+        counts: dict[str, int] = {}
+        failures: dict[str, int] = {}
+        for ctx in self.contexts:
+            for kind, count in ctx.store.counts().items():
+                counts[kind] = counts.get(kind, 0) + count
+                failures[kind] = failures.get(kind, 0) + ctx.store.failures.get(kind, 0)
+        phases = add_phase_tables(self._previous_phases, self.scheduler.phase_table())
+        tokens = sum(m["tokens"] for models in phases.values() for m in models.values())
+        seconds = sum(m["seconds"] for models in phases.values() for m in models.values())
         manifest = {
             "run_id": self.run_id,
-            "scenario": self.scenario.name,
-            "scenario_path": str(self.loaded.path),
-            "scenario_config": self.scenario.model_dump(mode="json"),
             "identity": self.identity,
+            "scenarios": {
+                name: {"path": str(loaded.path), "sha256": loaded.sha256, "config": loaded.scenario.model_dump(mode="json")}
+                for name, loaded in self.scenarios.items()
+            },
+            "worlds": worlds,
             "status": status,
-            "created": previous.get("created") or dt.datetime.now(dt.UTC).isoformat(),
+            "created": self._created,
             "updated": dt.datetime.now(dt.UTC).isoformat(),
-            "rounds_requested": self.rounds,
-            "package_versions": package_versions(),
-            "wall_seconds": round(previous.get("wall_seconds", 0.0) + time.perf_counter() - self._started, 3),
-            **run_statistics(self.store),
+            "package_versions": self._versions,
+            "wall_seconds": round(self._wall_before + now - self._started, 3),
+            "rounds_requested": sum(w["rounds_requested"] for w in worlds.values()),
+            "rounds_completed": sum(w["rounds_completed"] for w in worlds.values()),
+            "counts": counts,
+            "failure_rate": {k: round(failures[k] / n, 4) if n else 0.0 for k, n in counts.items()},
+            "phases": phases,
+            "tokens_generated": tokens,
+            "tokens_per_second": round(tokens / seconds, 2) if seconds else 0.0,
         }
-        self._started = time.perf_counter()
         self.store.write_manifest(manifest)
         return manifest
-
-
-def run_statistics(store: RunStore) -> dict:
-    """Counts, parse-failure rates, and wall time and tokens per phase, from the records."""
-    progress = store.progress()
-    phases: dict[str, dict[str, float]] = defaultdict(lambda: {"seconds": 0.0, "tokens": 0})
-    for marker in progress:
-        family = marker["phase"].split("-")[0]
-        phases[family]["seconds"] = round(phases[family]["seconds"] + marker.get("seconds", 0.0), 3)
-        phases[family]["tokens"] += marker.get("tokens", 0)
-    records = {kind: store.read(kind) for kind in RECORD_KINDS}
-    ratings, scores = records["ratings"], records["scores"]
-    tokens = sum(p["tokens"] for p in phases.values())
-    seconds = sum(p["seconds"] for p in phases.values())
-    return {
-        "rounds_completed": sum(1 for m in progress if m["phase"] == "memory"),
-        "counts": {kind: len(rows) for kind, rows in records.items()},
-        "parse_failure_rate": {
-            "peer": round(sum(not r["ok"] for r in ratings) / len(ratings), 4) if ratings else 0.0,
-            "observer": round(sum(not s["ok"] for s in scores) / len(scores), 4) if scores else 0.0,
-        },
-        "phases": dict(phases),
-        "tokens_generated": tokens,
-        "tokens_per_second": round(tokens / seconds, 2) if seconds else 0.0,
-    }

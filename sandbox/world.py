@@ -51,8 +51,8 @@ def _read_graph_file(path: Path) -> nx.Graph:
     return nx.Graph(graph)
 
 
-def build_graph(loaded: LoadedScenario) -> nx.Graph:
-    """The scenario's graph, relabelled to nodes 0..n-1 in a stable order."""
+def build_graph(loaded: LoadedScenario, seed: int | None = None) -> nx.Graph:
+    """The scenario's graph, relabelled to nodes 0..n-1 in a stable order (random generators use ``seed``)."""
     config, count = loaded.scenario.graph, loaded.scenario.agent_count
     where = f"{loaded.path}: graph"
     if loaded.graph_file is not None:
@@ -67,7 +67,7 @@ def build_graph(loaded: LoadedScenario) -> nx.Graph:
         elif config.generator not in {"grid"}:
             params.setdefault("n", count)
         if config.generator in {"watts_strogatz", "erdos_renyi", "barabasi_albert", "random_regular"}:
-            params.setdefault("seed", loaded.scenario.seed)
+            params.setdefault("seed", loaded.scenario.seed if seed is None else seed)
         _check_generator_size(config.generator, params, count, where)
         try:
             graph = getattr(nx, GENERATORS[config.generator])(**params)
@@ -105,11 +105,13 @@ def _sortable(graph: nx.Graph) -> bool:
 
 
 class World:
-    def __init__(self, loaded: LoadedScenario) -> None:
+    def __init__(self, loaded: LoadedScenario, seed: int | None = None) -> None:
+        """``seed`` (default: the scenario's) draws the random graph and spreads the groups over it."""
         self.scenario = loaded.scenario
-        self.graph = build_graph(loaded)
+        seed = self.scenario.seed if seed is None else seed
+        self.graph = build_graph(loaded, seed)
         nodes = list(self.graph.nodes)
-        random.Random(self.scenario.seed).shuffle(nodes)  # groups are spread over the graph
+        random.Random(seed).shuffle(nodes)  # groups are spread over the graph
         self.agents: list[Agent] = []
         for group in self.scenario.agents:
             for index in range(group.count):

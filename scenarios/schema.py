@@ -31,6 +31,7 @@ MAX_ROUNDS = 100_000
 MAX_AGENT_ROUNDS = 10_000_000  # agents x rounds: answers the run would write
 MAX_NEW_TOKENS = 4096
 MAX_SEED = 2**63 - 1
+MAX_REPLICAS = 256
 
 
 class Strict(BaseModel):
@@ -220,6 +221,7 @@ class Scenario(Strict):
     description: str = ""
     seed: int = Field(0, ge=0, le=MAX_SEED)
     rounds: int = Field(2, ge=1, le=MAX_ROUNDS)
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS, description="independent copies of the world, each with a seed derived from `seed`")
     questions: QuestionsConfig
     graph: GraphConfig = Field(default_factory=GraphConfig)
     agents: list[AgentGroup] = Field(min_length=1)
@@ -232,10 +234,10 @@ class Scenario(Strict):
     def _consistent(self):
         if self.agent_count > MAX_AGENTS:
             raise ValueError(f"the agent groups have {self.agent_count:,} agents; at most {MAX_AGENTS:,} fit one machine")
-        if self.agent_count * self.rounds > MAX_AGENT_ROUNDS:
+        if self.agent_count * self.rounds * self.replicas > MAX_AGENT_ROUNDS:
             raise ValueError(
-                f"{self.agent_count:,} agents x {self.rounds:,} rounds is more than {MAX_AGENT_ROUNDS:,} answers; "
-                "use fewer rounds or agents"
+                f"{self.agent_count:,} agents x {self.rounds:,} rounds x {self.replicas} replicas is more than "
+                f"{MAX_AGENT_ROUNDS:,} answers; use fewer rounds, agents or replicas"
             )
         groups = [a.group for a in self.agents]
         if len(set(groups)) != len(groups):

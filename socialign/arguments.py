@@ -7,6 +7,7 @@ Every number has both bounds: a value too large to use on this machine (a millio
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ def at_least(minimum: float, number: type = int, maximum: float | None = None) -
         if len(text) > 40:
             raise argparse.ArgumentTypeError(f"'{text[:20]}...' is too long to be a number here")
         value = number(text)  # a ValueError becomes argparse's "invalid int value: 'x'"
-        if value != value or value < minimum:  # value != value: NaN
+        if math.isnan(value) or value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
         if maximum is not None and value > maximum:
             raise argparse.ArgumentTypeError(f"must be <= {maximum:,}, got {text}")

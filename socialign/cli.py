@@ -23,7 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if hasattr(args, "options_parser"):
+        # A command whose flags depend on an earlier choice (train: --method) parses the rest itself.
+        args = args.options_parser(args).parse_args(rest, namespace=args)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args) or 0
     except user_error_types() as error:

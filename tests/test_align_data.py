@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from agents.chat import ChatRenderer
 from align import DataError, TokenizedPair, load_pairs, locate_pairs, tokenize_pair, tokenize_pairs
 from align.batching import BatchPlan, collate
 from align.tokenization import truncate
@@ -78,8 +79,9 @@ def test_valid_file_loads_with_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"chosen": "just text"}, "field 'chosen' must be a non-empty list of assistant messages"),
-        ({"chosen": []}, "field 'chosen' must be a non-empty list of assistant messages"),
+        ({"chosen": "just text"}, "field 'chosen' must be a list of one assistant message"),
+        ({"chosen": []}, "field 'chosen' must be a list of one assistant message"),
+        ({"label_smoothing": 0.5}, "field 'label_smoothing' must be a number in [0, 0.5)"),
         ({"rejected": [{"role": "user", "content": "x"}]}, "field 'rejected[0].role'"),
         ({"prompt": [{"role": "user"}]}, "field 'prompt[0].content' is missing"),
         ({"prompt": [{"role": "assistant", "content": "x"}]}, "field 'prompt' must end with a user"),
@@ -136,13 +138,7 @@ def test_run_directory_resolves_to_its_export(tmp_path):
 
 def test_completion_is_the_template_continuation_with_end_of_turn(tokenizer):
     prompt = [{"role": "user", "content": "Hi there"}]
-    pair = tokenize_pair(
-        prompt,
-        [{"role": "assistant", "content": "Hello!"}],
-        [{"role": "assistant", "content": "Go away."}],
-        tokenizer,
-        max_length=512,
-    )
+    pair = tokenize_pair(prompt, "Hello!", "Go away.", ChatRenderer(tokenizer), max_length=512)
     rendered = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     assert tokenizer.decode(pair.prompt_ids) == rendered
     # SmolLM2's template closes a turn with <|im_end|> (its EOS) and a newline.
@@ -153,14 +149,34 @@ def test_completion_is_the_template_continuation_with_end_of_turn(tokenizer):
 def test_step_level_completion_can_omit_end_of_turn(tokenizer):
     pair = tokenize_pair(
         [{"role": "user", "content": "Plan my week."}],
-        [{"role": "assistant", "content": "First, list your deadlines."}],
-        [{"role": "assistant", "content": "Skip planning."}],
-        tokenizer,
+        "First, list your deadlines.",
+        "Skip planning.",
+        ChatRenderer(tokenizer),
         max_length=512,
         end_of_turn=False,
     )
     assert tokenizer.decode(pair.chosen_ids) == "First, list your deadlines."
     assert tokenizer.eos_token_id not in pair.chosen_ids + pair.rejected_ids
+
+
+def test_step_pair_continues_an_assistant_prefix_as_the_backends_score_it(tokenizer):
+    """A step after a partial assistant turn: each reply split exactly as ChatRenderer.split does
+    (what Backend.score scores), even when only one reply merges with the prefix's last word."""
+    renderer = ChatRenderer(tokenizer)
+    prompt = [{"role": "user", "content": "Advice?"}]
+    pair = tokenize_pair(prompt, "est and kind.", " and hope.", renderer, 512, end_of_turn=False, prefix="Be hon")
+    (chosen_prompt, chosen), (rejected_prompt, rejected) = pair.rows()
+    assert (chosen_prompt, chosen) == renderer.split(prompt, "est and kind.", "Be hon", end_of_turn=False)
+    assert (rejected_prompt, rejected) == renderer.split(prompt, " and hope.", "Be hon", end_of_turn=False)
+    assert tokenizer.decode(chosen) == " honest and kind."  # " hon" + "est" is one token: it belongs to the step
+    assert tokenizer.decode(rejected_prompt).endswith("<|im_start|>assistant\nBe hon")
+    assert pair.rejected_prompt_ids is not None and tokenizer.eos_token_id not in chosen + rejected
+
+
+def test_pair_label_smoothing_is_carried_per_pair(tmp_path, tokenizer):
+    records = [pair_record(*SAMPLE_PAIRS[0], label_smoothing=0.25), pair_record(*SAMPLE_PAIRS[1])]
+    pairs = tokenize_pairs(load_pairs(write_pairs(tmp_path / "p.jsonl", records)), tokenizer, max_length=64)
+    assert [p.label_smoothing for p in pairs] == [0.25, None]
 
 
 def test_truncation_cuts_prompt_from_the_left_first():

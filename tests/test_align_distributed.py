@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from test_align_data import SAMPLE_PAIRS, pair_record, write_pairs
 from test_align_train import load_metrics
 
-from align import TrainConfig, train_dpo
+from align import DPOConfig, train_dpo
 
 
 def test_two_processes_of_two_pairs_train_like_one_process_of_four(tiny_model_dir, tmp_path):
@@ -20,7 +20,7 @@ def test_two_processes_of_two_pairs_train_like_one_process_of_four(tiny_model_di
     DDP averages their gradients, so the weights must match the one-process run's."""
     pairs = write_pairs(tmp_path / "pairs.jsonl", [pair_record(*pair) for pair in SAMPLE_PAIRS[:4] * 2])
     settings = {"lr": 1e-3, "max_steps": 2, "warmup_ratio": 0.0, "seed": 3}
-    train_dpo(pairs, tiny_model_dir, tmp_path / "single", TrainConfig(batch_size=4, **settings))
+    train_dpo(pairs, tiny_model_dir, tmp_path / "single", DPOConfig(batch_size=4, **settings))
 
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     train = ["-m", "socialign.cli", "train", "--data", str(pairs), "--model", tiny_model_dir,

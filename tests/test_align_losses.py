@@ -177,3 +177,30 @@ def test_loss_equals_trl_dpo_trainer_on_the_same_batch(tiny_model_dir, tmp_path,
     logged = trl_trainer._metrics["train"]
     assert ours.chosen_rewards.mean().item() == pytest.approx(logged["rewards/chosen"][-1], rel=1e-5)
     assert ours.rejected_rewards.mean().item() == pytest.approx(logged["rewards/rejected"][-1], rel=1e-5)
+
+
+def test_per_pair_label_smoothing_applies_each_pairs_own_flip_probability():
+    eps = [0.0, 0.1, 0.3, 0.45]
+    out = dpo_loss(*logps(), beta=BETA, label_smoothing=torch.tensor(eps, dtype=torch.float64))
+    assert out.losses.tolist() == pytest.approx([dpo_by_hand(i, BETA, eps[i]) for i in range(4)], rel=1e-12)
+
+
+def test_trainer_token_logps_sum_to_the_sequence_logps_the_loss_uses(tiny_model_dir, tmp_path):
+    """Per-token log-probs of each completion (what MCTS-DPO reads), from a trainer, sum to completion_logps."""
+    from align import DPOConfig, PreferenceTrainer, RunDir
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records = [pair_record(*SAMPLE_PAIRS[0], label_smoothing=0.2), pair_record(*SAMPLE_PAIRS[1])]
+    pairs = tokenize_pairs([PreferencePair(**r) for r in records], tokenizer, max_length=4096)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trainer = PreferenceTrainer(model, tokenizer, pairs, DPOConfig(batch_size=2, label_smoothing=0.05), RunDir(tmp_path))
+    per_token = trainer.token_logps([0, 1])
+    assert [len(t) for t in per_token] == [len(pairs[0].chosen_ids), len(pairs[1].chosen_ids),
+                                           len(pairs[0].rejected_ids), len(pairs[1].rejected_ids)]
+    with torch.no_grad():
+        sums, _ = completion_logps(model, collate(pairs, tokenizer.pad_token_id))
+    assert torch.allclose(torch.stack([t.sum() for t in per_token]), sums, atol=1e-5)
+    assert all((t < 0).all() for t in per_token)
+    trainer.prepare()  # the reference pass; each pair's own label smoothing, else the config's
+    assert trainer.smoothing.tolist() == pytest.approx([0.2, 0.05])
+    assert torch.allclose(trainer.reference.T.flatten(), sums, atol=1e-5)  # the reference is the start model

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from test_align_data import write_pairs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from align import DataError, LoraSettings, TrainConfig, load_pairs, train_dpo
+from align import DataError, DPOConfig, LoraSettings, load_pairs, train_dpo
 
 
 class Interrupted(Exception):
@@ -35,7 +35,7 @@ def pairs_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dpo_run(tiny_model_dir, pairs_file, tmp_path_factory):
     """One full fine-tuning run shared by the tests that inspect its outputs."""
-    config = TrainConfig(lr=1e-3, batch_size=2, grad_accum=2, max_steps=20, warmup_ratio=0.0, save_steps=8)
+    config = DPOConfig(lr=1e-3, batch_size=2, grad_accum=2, max_steps=20, warmup_ratio=0.0, save_steps=8)
     return train_dpo(pairs_file, tiny_model_dir, tmp_path_factory.mktemp("runs") / "dpo", config)
 
 
@@ -68,7 +68,7 @@ def test_outputs_are_written(dpo_run):
     assert [json.loads(line) for line in lines] == dpo_run.history
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     recorded = json.loads((out / "train_config.json").read_text())
-    assert recorded["method"] == "dpo" and recorded["num_pairs"] == 4
+    assert recorded["method"] == "dpo" and recorded["num_examples"] == 4
     assert recorded["config"]["max_steps"] == 20 and recorded["config"]["lora"] is None
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000020"]  # latest only
 
@@ -90,10 +90,10 @@ def test_saved_model_loads_with_plain_transformers_and_chats(dpo_run, tiny_model
 
 
 def test_output_directory_is_never_silently_reused(dpo_run, tiny_model_dir, pairs_file, tmp_path):
-    config = TrainConfig(lr=1e-3, batch_size=2, grad_accum=2, max_steps=20, warmup_ratio=0.0, save_steps=8)
+    config = DPOConfig(lr=1e-3, batch_size=2, grad_accum=2, max_steps=20, warmup_ratio=0.0, save_steps=8)
     with pytest.raises(DataError, match="already holds a training run"):
         train_dpo(pairs_file, tiny_model_dir, dpo_run.out_dir, config)
-    changed = TrainConfig(lr=1e-3, batch_size=2, grad_accum=2, max_steps=20, warmup_ratio=0.0, beta=0.5)
+    changed = DPOConfig(lr=1e-3, batch_size=2, grad_accum=2, max_steps=20, warmup_ratio=0.0, beta=0.5)
     with pytest.raises(DataError, match=r"holds a different training run \(changed: beta\)"):
         train_dpo(pairs_file, tiny_model_dir, dpo_run.out_dir, changed, resume=True)
     (tmp_path / "notes.txt").write_text("mine")
@@ -104,7 +104,7 @@ def test_output_directory_is_never_silently_reused(dpo_run, tiny_model_dir, pair
 def test_lora_saves_an_adapter_and_a_merged_model(tiny_model_dir, pairs_file, tmp_path):
     from peft import AutoPeftModelForCausalLM
 
-    config = TrainConfig(
+    config = DPOConfig(
         lr=5e-3, batch_size=4, max_steps=8, warmup_ratio=0.0, lora=LoraSettings(r=8, alpha=16, dropout=0.0)
     )
     result = train_dpo(pairs_file, tiny_model_dir, tmp_path / "lora", config)
@@ -129,7 +129,7 @@ def test_resume_after_the_last_step_extends_the_run_exactly(tiny_model_dir, pair
     """max_steps reached (a checkpoint), then resumed to a larger max_steps = one uninterrupted run."""
 
     def config(max_steps):
-        return TrainConfig(
+        return DPOConfig(
             lr=1e-3,
             batch_size=2,
             max_steps=max_steps,
@@ -152,7 +152,7 @@ def test_resume_after_the_last_step_extends_the_run_exactly(tiny_model_dir, pair
 
 def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(tiny_model_dir, pairs_file, tmp_path):
     """Linear schedule with warmup, LoRA dropout (RNG state matters), checkpoint mid-epoch, work lost after it."""
-    config = TrainConfig(
+    config = DPOConfig(
         lr=5e-3,
         batch_size=1,
         max_steps=6,
@@ -175,7 +175,7 @@ def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(tiny_model_d
 
 
 def test_settings_left_by_an_earlier_trainer_in_the_process_do_not_leak_in(tiny_model_dir, pairs_file, tmp_path):
-    config = TrainConfig(lr=1e-3, batch_size=2, max_steps=2, warmup_ratio=0.0)
+    config = DPOConfig(lr=1e-3, batch_size=2, max_steps=2, warmup_ratio=0.0)
     train_dpo(pairs_file, tiny_model_dir, tmp_path / "before", config)
     AcceleratorState._reset_state()
     Accelerator(mixed_precision="bf16")  # what a TRL DPOTrainer run leaves (its DPOConfig defaults to bf16)

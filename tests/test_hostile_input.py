@@ -44,7 +44,7 @@ def billion_laughs() -> str:
         ("x: " + "[" * 100 + "]" * 100 + "\n", f"nested deeper than {MAX_DEPTH} levels"),
         (MINIMAL.replace("count: 4,", "count: 60000, persona: p}\n  - {group: b, count: 60000,"),
          "the agent groups have 120,000 agents; at most 100,000 fit one machine"),
-        (MINIMAL.replace("count: 4", "count: 200") + "rounds: 60000\n", "200 agents x 60,000 rounds"),
+        (MINIMAL.replace("count: 4", "count: 200") + "rounds: 60000\n", "200 agents x 60,000 rounds x 1 replicas"),
         (MINIMAL.replace('"You are kind."', '"k", sampling: {temperature: .nan}'), "temperature: Input should be a finite number"),
         (MINIMAL.replace('"You are kind."', '"k", sampling: {max_new_tokens: 1000000}'), "max_new_tokens: Input should be less than"),
     ],
@@ -161,3 +161,28 @@ def test_model_directories_with_hostile_configs_exit_2(tmp_path, capsys, config,
     (model / "config.json").write_bytes(config)
     code, err = run_cli(capsys, "chat", "--model", str(model), "hi")
     assert code == 2 and expected in err and "Traceback" not in err, err
+
+
+def test_hostile_pairs_files_exit_2_naming_the_line(tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    good = '{"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}], ' \
+           '"rejected": [{"role": "assistant", "content": "b"}]}'
+    for bad, expected in [
+        ("[" * 100_000 + "]" * 100_000, ":2: nested deeper than"),
+        (good.replace('"q"}]', '"q"}], "weight": ' + "9" * 5000), ":2: the number"),
+    ]:
+        pairs.write_text(good + "\n" + bad + "\n")
+        code, err = run_cli(capsys, "train", "--method", "dpo", "--data", str(pairs), "--out", str(tmp_path / "out"))
+        assert code == 2 and f"{pairs}{expected}" in err and "Traceback" not in err, err
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("manifest", [b"[" * 5000 + b"]" * 5000, b"[1, 2]", b"{not json"])
+def test_hostile_run_manifests_exit_2(tmp_path, capsys, manifest):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_bytes(manifest)
+    for command in ("inspect", "export"):
+        code, err = run_cli(capsys, command, str(run))
+        assert code == 2 and "manifest" in err and "Traceback" not in err, err
+    assert (run / "manifest.json").read_bytes() == manifest

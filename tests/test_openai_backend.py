@@ -23,7 +23,9 @@ import httpx
 import pytest
 
 from agents.backends import BackendUnavailable, GenerationRequest, create_backend
+from agents.backends.hf import HFBackend
 from agents.backends.openai import OpenAIBackend, ServerError, candidate_logprobs
+from agents.seeding import sample_seed
 
 
 def user(text: str) -> list[dict]:
@@ -51,7 +53,7 @@ def served(tiny_model_dir, tmp_path_factory):
             command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while True:
             if process.poll() is not None:
                 pytest.fail(
@@ -63,7 +65,7 @@ def served(tiny_model_dir, tmp_path_factory):
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve not ready after 90 s:\n{log_path.read_text()[-2000:]}")
+                pytest.fail(f"transformers serve not ready after 180 s:\n{log_path.read_text()[-2000:]}")
             time.sleep(0.25)
         yield f"http://127.0.0.1:{port}/v1", tiny_model_dir
     finally:
@@ -114,22 +116,68 @@ def test_many_requests_all_complete_in_request_order(backend):
     assert [comps[0].num_tokens for comps in out] == budgets
 
 
-def test_stop_strings_end_the_completion(backend):
+def test_stop_strings_end_the_completion(backend, tiny_hf):
     # The random model emits newlines: stopping at one leaves no newline and a "stop" finish.
     [[completion]] = backend.generate(
         [GenerationRequest(user("hi"), max_new_tokens=8, temperature=0.0, stop=("\n",))]
     )
     assert "\n" not in completion.text
-    assert completion.finish_reason == "stop"
+    assert (completion.finish_reason, completion.stop_string) == ("stop", "\n")
     assert completion.num_tokens < 8
+    # transformers serve keeps the stop string in the text it returns, so the cut is exact here.
+    assert tiny_hf.decode(list(completion.token_ids)) == completion.text + "\n"
+
+
+def test_stop_strings_cut_locally_match_the_servers_cut(served):
+    base_url, model = served
+    request = GenerationRequest(user("hi"), max_new_tokens=8, temperature=0.0, stop=("\n",))
+    local = OpenAIBackend(model, base_url, tokenizer=model, local_stop=True)
+    try:
+        [[cut_here]] = local.generate([request])
+    finally:
+        local.close()
+    assert (cut_here.finish_reason, cut_here.stop_string) == ("stop", "\n")
+    assert cut_here.num_tokens == 8  # the server did not know the stop string: it ran to the budget
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tiny_model_dir):
+    return HFBackend(tiny_model_dir)
+
+
+def test_a_prefix_continues_the_assistant_turn_as_the_hf_backend_does(backend, tiny_hf):
+    # /v1/completions with the ChatRenderer's prompt text: the same greedy reply as in-process.
+    messages, prefix = user("How do I apologise?"), "First, say"
+    request = GenerationRequest(messages, prefix=prefix, max_new_tokens=6, temperature=0.0)
+    [[served_reply]] = backend.generate([request])
+    [[local_reply]] = tiny_hf.generate([request])
+    assert served_reply.text == local_reply.text
+    assert served_reply.finish_reason == local_reply.finish_reason == "length"
+    plain = tiny_hf.generate([GenerationRequest(messages, max_new_tokens=6, temperature=0.0)])[0][0]
+    assert served_reply.text != plain.text  # the prefix really changed the context
+
+
+def test_a_prefix_without_a_local_tokenizer_is_a_clear_error(served):
+    base_url, model = served
+    bare = OpenAIBackend(model, base_url)
+    try:
+        with pytest.raises(BackendUnavailable, match="assistant prefix needs tokenizer="):
+            bare.generate([GenerationRequest(user("x"), prefix="Sure")])
+    finally:
+        bare.close()
+
+
+def test_transformers_serve_generation_logprobs_are_reported_unsupported(backend):
+    with pytest.raises(BackendUnavailable, match="logprobs are not supported .*transformers serve ignores"):
+        backend.generate([GenerationRequest(user("x"), max_new_tokens=2, logprobs=True)])
 
 
 def test_transformers_serve_log_probs_are_reported_unsupported_not_faked(backend):
     prompts = [user("Rate this from 1 to 5.")]
     with pytest.raises(BackendUnavailable, match="no top_logprobs .*transformers serve ignores"):
         backend.next_token_logprobs(prompts, ["1", "5"])
-    # A prefix needs /v1/completions with token ids, which transformers serve refuses (HTTP 400).
-    with pytest.raises(BackendUnavailable, match="prefix failed at .*prompt must be a string"):
+    # A prefix goes to /v1/completions, whose answer from transformers serve has no logprobs.
+    with pytest.raises(BackendUnavailable, match="prefix failed at .*no top_logprobs"):
         backend.next_token_logprobs(prompts, ["1", "5"], prefix="Rating:")
     with pytest.raises(
         BackendUnavailable, match="score failed at .*prompt must be a string.*vLLM serve does"
@@ -165,11 +213,20 @@ class RecordingServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, statuses: tuple[int, ...] = (), delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        statuses: tuple[int, ...] = (),
+        delay: float = 0.0,
+        choice_extra: dict | None = None,
+        completions_choice: dict | None = None,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), RecordingHandler)
         self.statuses = list(statuses)  # answered first, in order; 200 after them
         self.delay = delay
+        self.choice_extra = choice_extra or {}  # e.g. vLLM's stop_reason
+        self.completions_choice = completions_choice  # the /v1/completions answer's one choice
         self.headers_seen: list[dict] = []
+        self.bodies_seen: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
 
@@ -184,13 +241,19 @@ class RecordingHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with server.lock:
             server.headers_seen.append(dict(self.headers))
+            server.bodies_seen.append(body)
             status = server.statuses.pop(0) if server.statuses else 200
             server.in_flight += 1
             server.max_in_flight = max(server.max_in_flight, server.in_flight)
         time.sleep(server.delay * random.uniform(0.5, 1.5))  # overlapping, finishing out of order
         with server.lock:
             server.in_flight -= 1
-        if status == 200:
+        if status == 200 and self.path.endswith("/completions") and not self.path.endswith("/chat/completions"):
+            answer = {
+                "choices": [{"index": 0, **server.completions_choice}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+            }
+        elif status == 200:
             answer = {
                 "choices": [
                     {
@@ -200,6 +263,7 @@ class RecordingHandler(BaseHTTPRequestHandler):
                             "content": "echo: " + body["messages"][-1]["content"],
                         },
                         "finish_reason": "stop",
+                        **server.choice_extra,
                     }
                 ],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
@@ -306,3 +370,75 @@ def test_closed_backend_refuses_work(recording):
     backend.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         backend.generate([GenerationRequest(user("x"))])
+
+
+def test_each_sample_sends_its_own_seed(recording):
+    server = recording()
+    backend = OpenAIBackend("m", server.base_url)
+    try:
+        backend.generate([GenerationRequest(user("a"), n=3, seed=5), GenerationRequest(user("b"), seed=6)])
+    finally:
+        backend.close()
+    sent = sorted((body["messages"][-1]["content"], body["seed"]) for body in server.bodies_seen)
+    assert sent == sorted([("a", sample_seed(5, k)) for k in range(3)] + [("b", sample_seed(6, 0))])
+    # seed + sample sent request 5's second sample the seed of request 6's first; these never meet.
+    assert len({seed for _, seed in sent}) == 4
+
+
+def test_a_server_that_cannot_tell_eos_from_a_stop_string_is_a_clear_error(recording):
+    backend = OpenAIBackend("m", recording().base_url)
+    try:
+        [[plain]] = backend.generate([GenerationRequest(user("q"))])
+        assert (plain.finish_reason, plain.stop_string) == ("eos", None)  # no stop strings asked: EOS
+        with pytest.raises(BackendUnavailable, match="did not say which .*local_stop=true"):
+            backend.generate([GenerationRequest(user("q"), stop=("\n",))])
+    finally:
+        backend.close()
+
+
+def test_vllms_stop_reason_tells_eos_from_a_stop_string(recording):
+    for stop_reason, expected in ((None, ("eos", None)), ("\n", ("stop", "\n"))):
+        backend = OpenAIBackend("m", recording(choice_extra={"stop_reason": stop_reason}).base_url)
+        try:
+            [[completion]] = backend.generate([GenerationRequest(user("q"), stop=("\n",))])
+        finally:
+            backend.close()
+        assert (completion.finish_reason, completion.stop_string) == expected
+
+
+def reported(tokenizer, text: str, style: str) -> dict:
+    """A /v1/completions logprobs block for ``text`` as vLLM (token_id:N) or llama.cpp (token text) spell it."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    tokens = [f"token_id:{i}" for i in ids] if style == "vllm" else [tokenizer.decode([i]) for i in ids]
+    return {"tokens": tokens, "token_logprobs": [-0.5 - k for k in range(len(ids))]}
+
+
+def test_reported_tokens_become_ids_and_logprobs_cut_after_the_stop_string(recording, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ran_on = tokenizer.encode(" Step one\n\nStep two", add_special_tokens=False)
+    through_stop = next(k for k in range(len(ran_on) + 1) if "\n\n" in tokenizer.decode(ran_on[:k]))
+    request = GenerationRequest(user("q"), prefix="Plan:", stop=("\n\n",), logprobs=True)
+    cases = [
+        # vLLM: the stop string cut from the text, its tokens reported, stop_reason says which.
+        ({"text": " Step one", "logprobs": reported(tokenizer, " Step one\n\n", "vllm"),
+          "finish_reason": "stop", "stop_reason": "\n\n"}, False,
+         tokenizer.encode(" Step one\n\n", add_special_tokens=False)),
+        # Stop strings cut here (local_stop): the server ran on past the stop string.
+        ({"text": " Step one\n\nStep two", "logprobs": reported(tokenizer, " Step one\n\nStep two", "llama.cpp"),
+          "finish_reason": "length"}, True, ran_on[:through_stop]),
+    ]
+    for choice, local_stop, expected_ids in cases:
+        server = recording(completions_choice=choice)
+        backend = OpenAIBackend("m", server.base_url, tokenizer=tiny_model_dir, local_stop=local_stop)
+        try:
+            [[completion]] = backend.generate([request])
+        finally:
+            backend.close()
+        assert (completion.text, completion.finish_reason, completion.stop_string) == (" Step one", "stop", "\n\n")
+        assert completion.token_ids == tuple(expected_ids)
+        assert completion.logprobs == tuple(-0.5 - k for k in range(len(expected_ids)))
+        sent = server.bodies_seen[0]
+        assert sent["prompt"].endswith("<|im_start|>assistant\nPlan:")  # the renderer's prompt, prefix last
+        assert ("stop" in sent) is not local_stop

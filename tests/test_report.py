@@ -17,9 +17,10 @@ import pytest
 import yaml
 from headless import chromium_binary, open_page
 from PIL import Image
+from test_simulation import simulate
 
 from agents.memory import Encoder
-from sandbox import Simulation, export_run
+from sandbox import export_run
 from sandbox.dataset_card import card_text
 from sandbox.report import (
     agent_means,
@@ -32,20 +33,19 @@ from sandbox.report import (
 from sandbox.report_figures import tree_layout
 from sandbox.run_info import RunInfo
 from sandbox.store import RunStore
-from scenarios import load_scenario
 from socialign.cli import main
 
 SCENARIO = """\
 name: tiny-report
-description: three agents, one question a round
+description: five agents on a ring, one question a round
 seed: 5
 rounds: 2
 questions: {{bank: social, per_round: 1}}
 graph: {{generator: cycle}}
 agents:
-  - {{group: kind, count: 1, persona: You are kind., model: {{name: "{model}"}}, sampling: {{max_new_tokens: 8}}}}
+  - {{group: kind, count: 2, persona: You are kind., model: {{name: "{model}"}}, sampling: {{max_new_tokens: 8}}}}
   - {{group: blunt, count: 1, persona: You are blunt., model: {{name: "{model}"}}, sampling: {{max_new_tokens: 8}}}}
-  - {{group: odd, count: 1, persona: You are odd., model: {{name: "{model}"}}, sampling: {{max_new_tokens: 8}}}}
+  - {{group: odd, count: 2, persona: You are odd., model: {{name: "{model}"}}, sampling: {{max_new_tokens: 8}}}}
 observers: {{model: {{name: "{model}"}}}}
 backscatter: {{peers: 2, max_revisions: 1, stop_at_mean_rating: 7.0, reason_tokens: 8}}
 memory: {{k: 0}}
@@ -54,16 +54,29 @@ export: {{pair_margin: 0.0}}
 HOSTILE = "<script>alert(1)</script> <b>markup</b> \" ' &amp;"
 ESCAPED = ("&lt;script&gt;alert(1)&lt;/script&gt;", "&lt;b&gt;markup&lt;/b&gt;", "&amp;amp;")
 KINDS = ("pairs", "ranked", "critiques", "sft", "ratings")
+WORLD = Path("worlds") / "tiny-report-r0"  # the one world of a single-scenario run
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("report")
-    (root / "s.yaml").write_text(SCENARIO.format(model=tiny_model_dir))
-    sim = Simulation(load_scenario(root / "s.yaml"), root / "run", encoder=Encoder("minilm-l6"), show_progress=False)
-    sim.run()
-    sim.close()
-    return root / "run"
+def encoder():
+    return Encoder("minilm-l6")
+
+
+@pytest.fixture(scope="module")
+def scenario_file(tiny_model_dir, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "s.yaml"
+    path.write_text(SCENARIO.format(model=tiny_model_dir))
+    return path
+
+
+def make_run(scenario_file, out, encoder, **kwargs) -> Path:
+    simulate(scenario_file, out, encoder, **kwargs).close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(scenario_file, encoder, tmp_path_factory) -> Path:
+    return make_run(scenario_file, tmp_path_factory.mktemp("report") / "run", encoder)
 
 
 @pytest.fixture
@@ -90,14 +103,14 @@ def hostile(run_dir, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hostile")
     run = root / "run"
     shutil.copytree(run_dir, run)
-    answers = read(run / "answers.jsonl")
+    answers = read(run / WORLD / "answers.jsonl")
     for index, answer in enumerate(answers):
         answer["text"], answer["question"] = f"{HOSTILE} #{index}", f"{HOSTILE}?"
-    write(run / "answers.jsonl", answers)
-    ratings = read(run / "ratings.jsonl")
+    write(run / WORLD / "answers.jsonl", answers)
+    ratings = read(run / WORLD / "ratings.jsonl")
     for rating in ratings:
         rating["reason"] = HOSTILE
-    write(run / "ratings.jsonl", ratings)
+    write(run / WORLD / "ratings.jsonl", ratings)
     write(run / "selfplay.jsonl", [
         {"agent": "kind-0", "question": HOSTILE, "samples": [HOSTILE, "plain", "other"],
          "win_rates": [0.9, 0.1, None], "position_bias": {"judge <i>x</i>": {"first_slot_rate": 0.6}}},
@@ -198,7 +211,7 @@ def test_the_chromium_check_catches_a_broken_page(tmp_path, chromium):
 def scores_by_answer(run: Path) -> dict[str, float]:
     """Mean ok observer score per answer on the first dimension, straight from scores.jsonl."""
     collected = defaultdict(list)
-    for s in read(run / "scores.jsonl"):
+    for s in read(run / WORLD / "scores.jsonl"):
         if s["ok"] and s["dimension"] == "alignment":
             collected[s["answer_id"]].append(s["score"])
     return {a: statistics.fmean(v) for a, v in collected.items()}
@@ -207,7 +220,7 @@ def scores_by_answer(run: Path) -> dict[str, float]:
 def test_numbers_match_the_records(run_dir):
     store = RunStore.existing(run_dir)
     (view,) = world_views(store, RunInfo.from_manifest(store.manifest()))
-    scores, answers = scores_by_answer(run_dir), read(run_dir / "answers.jsonl")
+    scores, answers = scores_by_answer(run_dir), read(run_dir / WORLD / "answers.jsonl")
     expected = defaultdict(list)
     for a in answers:
         expected[a["agent"]].append(scores[a["id"]])
@@ -218,15 +231,45 @@ def test_numbers_match_the_records(run_dir):
     for a in answers:
         if a["version"] >= finals.get((a["round"], a["agent"]), {"version": -1})["version"]:
             finals[(a["round"], a["agent"])] = a
-    assert sum(len(s.draft) for s in stats.values()) == len(drafts) == 6
-    assert sum(len(s.final) for s in stats.values()) == len(finals) == 6
+    assert sum(len(s.draft) for s in stats.values()) == len(drafts) == 10
+    assert sum(len(s.final) for s in stats.values()) == len(finals) == 10
     revised = sorted((scores[drafts[k]["id"]], scores[f["id"]]) for k, f in finals.items() if f["version"] > 0)
     assert [x for p in sorted(p for s in stats.values() for p in s.revised) for x in p] == pytest.approx(
         [x for p in revised for x in p])
     assert len(revised) > 0
-    # the graph is rebuilt exactly: the peers who rated are graph neighbours
-    for rating in read(run_dir / "ratings.jsonl"):
-        assert view.world.graph.has_edge(view.world.by_id[rating["agent"]].node, view.world.by_id[rating["rater"]].node)
+    assert_graph_rebuilt(view, run_dir / WORLD)
+
+
+def assert_graph_rebuilt(view, world_dir: Path) -> None:
+    """On a ring of five with two peers, an agent's raters are exactly its two neighbours, so
+    this holds only if the world's graph and its seeded placement are rebuilt as they ran."""
+    raters = defaultdict(set)
+    for rating in read(world_dir / "ratings.jsonl"):
+        raters[rating["agent"]].add(rating["rater"])
+    assert len(raters) == 5
+    for agent, seen in raters.items():
+        node = view.world.by_id[agent].node
+        assert seen == {view.world.by_node[n].id for n in view.world.graph.neighbors(node)}
+
+
+def test_every_world_of_a_replicated_run_is_drawn_from_its_own_records_and_seed(scenario_file, encoder, tmp_path):
+    run = make_run(scenario_file, tmp_path / "run", encoder, replicas=2)
+    store = RunStore.existing(run)
+    info = RunInfo.from_manifest(store.manifest())
+    views = world_views(store, info)
+    assert [v.name for v in views] == ["tiny-report-r0", "tiny-report-r1"]
+    assert info.worlds["tiny-report-r0"].seed != info.worlds["tiny-report-r1"].seed
+    placements = []
+    for view in views:
+        assert_graph_rebuilt(view, run / "worlds" / view.name)
+        assert {a.id for a in view.exporter.answers} == {r["id"] for r in read(run / "worlds" / view.name / "answers.jsonl")}
+        placements.append({a.id: a.node for a in view.world.agents})
+    assert placements[0] != placements[1]  # each world drawn with its own seed
+    report = build_report(run)
+    anchors = [anchor for anchor, _, _ in report.sections]
+    for name in ("tiny-report-r0", "tiny-report-r1"):
+        assert {f"{name}-graph", f"{name}-trajectories", f"{name}-revision", f"{name}-pairs"} <= set(anchors)
+    assert "tiny-report-r1 (seed" in report.html()
 
 
 def test_sections_a_run_does_not_have_say_so(run_dir, tmp_path):
@@ -261,6 +304,14 @@ def test_bad_inputs_are_one_line_errors(run_dir, tmp_path, capsys):
     (damaged / "selfplay.jsonl").write_text('{"agent": "a"}\nnot json\n{"agent": "b"}\n')
     assert main(["report", str(damaged)]) == 2
     assert "selfplay.jsonl:2: not a JSON object" in capsys.readouterr().err
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"run_id": "x", "scenario_config": {"name": "x"}}))
+    assert main(["report", str(old)]) == 2
+    assert "manifest.json: written before the engine" in capsys.readouterr().err
+    (old / "manifest.json").write_text(json.dumps({"run_id": "x", "scenarios": {}, "worlds": {"w": {"seed": 1}}}))
+    assert main(["report", str(old)]) == 2
+    assert "manifest.json: missing field 'scenario'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["report", str(run_dir), "--out", str(tmp_path)])
     assert exit_info.value.code == 2
@@ -289,8 +340,10 @@ def test_export_writes_a_card_datasets_loads_offline(run_dir, tmp_path, monkeypa
     assert set(pairs.column_names) >= {"prompt", "chosen", "rejected"}
     body = card.split("---\n", 2)[2]
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert "`tiny-report`: three agents, one question a round" in body
-    assert "| seed | 5 |" in body and manifest["identity"]["models"][0]["name"] in body
+    assert "`tiny-report`: five agents on a ring, one question a round" in body
+    seed = manifest["worlds"]["tiny-report-r0"]["seed"]
+    assert f"| worlds (seed) | `tiny-report-r0` ({seed}) |" in body and manifest["identity"]["models"][0]["name"] in body
+    assert f"| `tiny-report` sha256 | `{manifest['scenarios']['tiny-report']['sha256']}` |" in body
     for kind in KINDS:
         assert f"| `{kind}` | `{kind}.jsonl` | {counts[kind]:,} |" in body
     assert "`pair_margin` 0.0" in body

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agents.memory import Encoder
-from sandbox import RunError, Simulation, export_run
+from sandbox import RunError, Simulation, export_run, plan_worlds
 from scenarios import load_scenario
 from socialign.cli import main
 
@@ -41,6 +41,7 @@ export: {{pair_margin: 0.0}}
 """
 
 RECORDS = ("answers.jsonl", "ratings.jsonl", "scores.jsonl")
+WORLD = Path("worlds") / "tiny-r0"  # the one world of a single-scenario run
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,13 @@ def reference(scenario_file, encoder, tmp_path_factory) -> Simulation:
     return simulate(scenario_file, tmp_path_factory.mktemp("reference") / "run", encoder)
 
 
+def simulation(scenario_file, out, encoder, seed=None, replicas=None, **kwargs) -> Simulation:
+    worlds = plan_worlds([load_scenario(scenario_file)], seed, replicas)
+    return Simulation(worlds, out, encoder=encoder, show_progress=False, **kwargs)
+
+
 def simulate(scenario_file, out, encoder, **kwargs) -> Simulation:
-    sim = Simulation(load_scenario(scenario_file), out, encoder=encoder, show_progress=False, **kwargs)
+    sim = simulation(scenario_file, out, encoder, **kwargs)
     sim.run()
     return sim
 
@@ -72,7 +78,7 @@ def read(path: Path) -> list[dict]:
 
 
 def test_rounds_produce_every_phase_with_one_generate_call_each(reference):
-    sim, run = reference, reference.store.root
+    sim, run = reference, reference.store.root / WORLD
     answers = read(run / "answers.jsonl")
     ratings = read(run / "ratings.jsonl")
     scores = read(run / "scores.jsonl")
@@ -85,58 +91,66 @@ def test_rounds_produce_every_phase_with_one_generate_call_each(reference):
     assert len(scores) == 2 * len(answers)  # 1 observer x 2 dimensions per version
     assert all(1 <= s["score"] <= 7 for s in scores)  # logprob ratings never fail to parse
     # Peers are graph neighbours (a 4-cycle: every node has exactly 2).
-    graph = sim.world.graph
+    world = sim.world("tiny-r0").world
     for rating in ratings:
-        assert graph.has_edge(sim.world.by_id[rating["agent"]].node, sim.world.by_id[rating["rater"]].node)
+        assert world.graph.has_edge(world.by_id[rating["agent"]].node, world.by_id[rating["rater"]].node)
     # Each generating phase is ONE backend call: per round draft, reasons x2, revision.
     (backend,) = sim.pool.backends()
     assert backend.stats.calls == 2 * 4
     # Round 2 drafts recall round 1's final answer of the same agent (threshold -1 keeps any).
     round2 = [a for a in drafts if a["round"] == 1]
     assert all(len(a["memories"]) == 1 for a in round2)
-    manifest = json.loads((run / "manifest.json").read_text())
+    manifest = json.loads((sim.store.root / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["rounds_completed"] == 2
     assert manifest["counts"] == {"answers": len(answers), "ratings": len(ratings), "scores": len(scores)}
-    assert manifest["tokens_generated"] == sum(a["tokens"] for a in answers) + manifest["phases"]["rate"]["tokens"]
-    assert set(manifest["phases"]) == {"draft", "rate", "revise", "observe", "memory"}
+    phases = {phase: models[backend.model_name] for phase, models in manifest["phases"].items()}
+    assert set(phases) == {"draft", "rate", "revise", "observe"}
+    assert phases["draft"]["tokens"] + phases["revise"]["tokens"] == sum(a["tokens"] for a in answers)
+    assert manifest["tokens_generated"] == sum(p["tokens"] for p in phases.values())
+    # Per round: draft 1 call, rate 2 per version (reasons, then the digits), revise 1, observe 1.
+    assert {p: c["calls"] for p, c in phases.items()} == {"draft": 2, "rate": 8, "revise": 2, "observe": 2}
+    assert phases["rate"]["requests"] == 2 * len(ratings) and phases["observe"]["requests"] == len(scores)
 
 
 def test_same_seed_same_records_and_rerun_needs_resume(scenario_file, tmp_path, encoder, reference):
     first = reference.store.root
     simulate(scenario_file, tmp_path / "b", encoder)
     for name in RECORDS:
-        assert (first / name).read_text() == (tmp_path / "b" / name).read_text()
-    before = {name: (first / name).read_text() for name in RECORDS}
+        assert (first / WORLD / name).read_text() == (tmp_path / "b" / WORLD / name).read_text()
+    before = {name: (first / WORLD / name).read_text() for name in RECORDS}
     with pytest.raises(RunError, match="pass --resume"):
-        Simulation(load_scenario(scenario_file), first, encoder=encoder, show_progress=False)
+        simulation(scenario_file, first, encoder)
     with pytest.raises(RunError, match="different run"):
-        Simulation(load_scenario(scenario_file), first, seed=99, encoder=encoder, show_progress=False)
-    assert before == {name: (first / name).read_text() for name in RECORDS}  # nothing damaged
+        simulation(scenario_file, first, encoder, seed=99)
+    with pytest.raises(RunError, match="different run"):
+        simulation(scenario_file, first, encoder, replicas=2)
+    assert before == {name: (first / WORLD / name).read_text() for name in RECORDS}  # nothing damaged
 
 
 def test_torn_writes_and_unmarked_phases_are_dropped_on_resume(scenario_file, tmp_path, encoder, reference):
-    reference = reference.store.root
-    damaged = tmp_path / "damaged"
-    simulate(scenario_file, damaged, encoder, rounds=1)
-    # A crash mid-phase: records written for round 2's draft, no marker, and a torn line.
-    extra = read(reference / "answers.jsonl")[-1]
-    with (damaged / "answers.jsonl").open("a") as handle:
-        handle.write(json.dumps(extra) + "\n" + '{"id": "torn')
+    reference = reference.store.root / WORLD
+    simulate(scenario_file, tmp_path / "damaged", encoder, rounds=1)
+    damaged = tmp_path / "damaged" / WORLD
+    # A crash mid-step: every kind has a record of round 2 with no marker, then a torn line.
+    for name in RECORDS:
+        extra = read(reference / name)[-1]
+        with (damaged / name).open("a") as handle:
+            handle.write(json.dumps(extra) + "\n" + '{"id": "torn')
     with (damaged / "progress.jsonl").open("a") as handle:
-        handle.write('{"round": 1, "pha')
-    simulate(scenario_file, damaged, encoder, resume=True, rounds=2)
+        handle.write('{"step": "1/dra')
+    simulate(scenario_file, tmp_path / "damaged", encoder, resume=True, rounds=2)
     for name in RECORDS:
         assert (damaged / name).read_text() == (reference / name).read_text()
 
 
 def test_kill_9_mid_run_then_resume_equals_uninterrupted(scenario_file, tmp_path, reference):
-    reference = reference.store.root
+    reference = reference.store.root / WORLD
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "socialign.cli", "simulate", str(scenario_file), "--out", str(out), "--quiet"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    progress = out / "progress.jsonl"
+    progress = out / WORLD / "progress.jsonl"
     while time.monotonic() < deadline:  # kill once round 1 is partly done
         if progress.exists() and len(progress.read_text().splitlines()) >= 3:
             break
@@ -148,7 +162,7 @@ def test_kill_9_mid_run_then_resume_equals_uninterrupted(scenario_file, tmp_path
     resumed = subprocess.run([*command, "--resume"], check=False, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     for name in RECORDS:
-        assert (out / name).read_text() == (reference / name).read_text()
+        assert (out / WORLD / name).read_text() == (reference / name).read_text()
 
 
 def test_export_writes_trl_files_that_train_one_dpo_step(reference, tmp_path, tiny_model_dir, capsys):
@@ -196,8 +210,8 @@ def test_shared_pool_loads_each_model_once(reference):
 
 def test_cli_refuses_an_out_dir_holding_a_different_run(reference, scenario_file, capsys):
     run = reference.store.root
-    before = {name: (run / name).read_text() for name in RECORDS}
+    before = {name: (run / WORLD / name).read_text() for name in RECORDS}
     code = main(["simulate", str(scenario_file), "--out", str(run), "--seed", "99", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "holds a different run" in err and len(err.strip().splitlines()) == 1
-    assert before == {name: (run / name).read_text() for name in RECORDS}
+    assert before == {name: (run / WORLD / name).read_text() for name in RECORDS}

@@ -1,0 +1,135 @@
+"""Command-line flags generated from a config dataclass, and the config rebuilt from parsed flags.
+
+A field `max_steps: int | None = field(default=None, metadata={"help": ...})` becomes
+`--max-steps INT` with that default and help; `Literal[...]` becomes `choices`; `bool` becomes
+`--x/--no-x`; an optional nested dataclass (`lora: LoraSettings | None`) becomes a switch `--lora`
+plus one `--lora-<field>` per field of the nested class. Adding a field to a config is the
+whole job of adding a flag. Fields are grouped by the class that declares them, so `--help`
+shows a method's own options apart from the shared ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, Literal
+
+_SCALARS = (int, float, str)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """Add one flag per field of `config_class` (a dataclass), grouped by declaring class."""
+    hints = typing.get_type_hints(config_class)
+    for owner in reversed([c for c in config_class.__mro__ if dataclasses.is_dataclass(c)]):
+        own = [f for f in dataclasses.fields(config_class) if _declaring_class(config_class, f.name) is owner]
+        if not own:
+            continue
+        group = parser.add_argument_group(owner.__name__, _first_line(owner))
+        for item in own:
+            nested = _nested_dataclass(hints[item.name])
+            if nested is None:
+                _add_scalar(group, item, hints[item.name], _flag(item.name), item.name)
+            else:
+                _add_nested(parser, group, item, nested)
+
+
+def config_from_args(config_class: type, args: argparse.Namespace):
+    """The config the parsed flags describe; the dataclass's own checks raise ValueError."""
+    hints = typing.get_type_hints(config_class)
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(config_class):
+        nested = _nested_dataclass(hints[item.name])
+        if nested is None:
+            values[item.name] = getattr(args, item.name)
+        elif getattr(args, item.name):
+            values[item.name] = nested(
+                **{f.name: getattr(args, f"{item.name}_{f.name}") for f in dataclasses.fields(nested)}
+            )
+        else:
+            values[item.name] = None
+    return config_class(**values)
+
+
+def _add_scalar(group, item: dataclasses.Field, hint, flag: str, dest: str) -> None:
+    default = item.default
+    kind = _unwrap_optional(hint)
+    help_text = item.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
+    if kind is bool:
+        group.add_argument(
+            flag,
+            dest=dest,
+            action=argparse.BooleanOptionalAction,
+            default=default,
+            help=_with_default(help_text, default),
+        )
+        return
+    options: dict[str, Any] = {}
+    if typing.get_origin(kind) is Literal:
+        options["choices"] = typing.get_args(kind)
+        kind = type(options["choices"][0])
+    if kind not in _SCALARS:
+        raise TypeError(f"{item.name}: no command-line flag for fields of type {hint!r}")
+    metavar = kind.__name__.upper() if "choices" not in options else None
+    group.add_argument(
+        flag,
+        dest=dest,
+        type=kind,
+        default=default,
+        metavar=metavar,
+        help=_with_default(help_text, default),
+        **options,
+    )
+
+
+def _add_nested(parser, group, item: dataclasses.Field, nested: type) -> None:
+    """`--NAME` switches the nested settings on; `--NAME-FIELD` sets each of them."""
+    help_text = item.metadata.get("help", "").replace("%", "%%")
+    group.add_argument(_flag(item.name), dest=item.name, action="store_true", help=help_text)
+    nested_group = parser.add_argument_group(f"{item.name} ({nested.__name__})", _first_line(nested))
+    hints = typing.get_type_hints(nested)
+    for sub in dataclasses.fields(nested):
+        _add_scalar(
+            nested_group, sub, hints[sub.name], _flag(f"{item.name}_{sub.name}"), f"{item.name}_{sub.name}"
+        )
+
+
+def _declaring_class(config_class: type, name: str) -> type:
+    """The most derived class that (re)declares the field: an override moves it to that group."""
+    for cls in config_class.__mro__:
+        if name in vars(cls).get("__annotations__", {}):
+            return cls
+    raise LookupError(name)
+
+
+def _nested_dataclass(hint) -> type | None:
+    kind = _unwrap_optional(hint)
+    return kind if isinstance(kind, type) and dataclasses.is_dataclass(kind) else None
+
+
+def _unwrap_optional(hint):
+    """`X | None` -> X (None stays the default; a flag always takes a value of type X)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _with_default(help_text: str, default) -> str:
+    if default is None:
+        return help_text
+    return f"{help_text} (default: %(default)s)".lstrip()
+
+
+def _first_line(cls: type) -> str | None:
+    """The class docstring's first line; None for dataclass's generated `Name(field: type, ...)`."""
+    doc = cls.__doc__
+    if not doc or doc.startswith(f"{cls.__name__}("):
+        return None
+    return doc.strip().splitlines()[0]

@@ -1,0 +1,67 @@
+"""The training methods: name -> config dataclass, trainer, data. Cheap to import (no torch).
+
+A method registers here and nothing else changes: the CLI offers `--method NAME` with flags
+generated from its config (align.flags), and align.run drives the trainer the entry points
+to. `trainer` is a "module:Class" path, imported only when training starts, so `--help` and
+bad-flag errors stay instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from align.config import DPOConfig, SFTConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config: type[TrainConfig]
+    trainer: str  # "module:Class" of an align.trainer.Trainer subclass (it loads and tokenizes the data)
+    description: str  # one line for `socialign train --help`
+    data_help: str  # what --data accepts
+    summary: tuple[str, ...] = ("loss",)  # metrics the CLI prints after training
+
+    def trainer_class(self):
+        module, _, name = self.trainer.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown training method {name!r} (known: {', '.join(sorted(METHODS))})") from None
+
+
+register_method(
+    Method(
+        name="dpo",
+        config=DPOConfig,
+        trainer="align.dpo:PreferenceTrainer",
+        description="DPO or IPO on preference pairs, the frozen starting model as reference.",
+        data_help="pairs JSONL, or a run directory (uses RUN/export/pairs.jsonl)",
+        summary=("loss", "rewards/accuracy"),
+    )
+)
+register_method(
+    Method(
+        name="sft",
+        config=SFTConfig,
+        trainer="align.sft:SupervisedTrainer",
+        description="Supervised fine-tuning on chat examples, loss on assistant tokens only.",
+        data_help=(
+            "SFT JSONL ({prompt, completion} or {messages}, TRL's conversational formats), "
+            "or a run directory (uses RUN/export/sft.jsonl)"
+        ),
+    )
+)

@@ -1,0 +1,295 @@
+"""Self-play: an agent samples K answers, judges compare them pairwise, each sample gets a win rate.
+
+The pure core (numpy, the formula in each docstring):
+
+    debias          P(A beats B) from a judge read in both orders, and its first-slot rate
+    position_bias   how much a judge favours slot 1, over many comparisons
+    win_rates       per sample: the mean over its opponents of P(win); ties count 1/2
+    bradley_terry   ratings from (soft) match outcomes, e.g. agents over the graph
+    best_and_worst  the chosen/rejected pair of a group and its margin
+
+and the producer ``selfplay_group``: one ``Generate`` with n=K, then every comparison (all
+pairs of samples, and each sample against the neighbours' answers) by every LM judge in both
+orders, all in one step, so the scheduler batches every group of every agent into one call
+per judge model. Verifiable judges (no model) score the samples too.
+
+Win rates are in-group (against the other K-1 samples): that is P(y beats pi_t) for SPO and
+SPPO. Matches against neighbours' answers are kept apart; they rate the agents on the graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agents.backends import Backend, GenerationRequest
+from agents.prompts import answer_messages, pairwise_messages
+from agents.seeding import derive_seed
+from sandbox.selfplay_driver import Generate, NextToken, Producer
+
+DEFAULT_CRITERION = "more helpful, honest and harmless"
+
+
+# -- the pure core ----------------------------------------------------------------------------
+
+
+def debias(p_first_forward, p_first_backward) -> tuple[np.ndarray, np.ndarray]:
+    """P(A beats B) with the judge's position bias removed, and the judge's first-slot rate.
+
+        forward  f = P(judge picks slot 1 | A in slot 1, B in slot 2)
+        backward b = P(judge picks slot 1 | B in slot 1, A in slot 2)
+        P(A beats B)    = (f + (1 - b)) / 2
+        first-slot rate = (f + b) / 2            (1/2: no position bias, 1: always slot 1)
+
+    If the judge adds a bias d to slot 1 (f = p + d, b = 1 - p + d) this returns exactly p and
+    1/2 + d. A judge that always picks slot 1 gives P(A beats B) = 1/2: it carries no signal.
+    Unreadable reads (NaN) give NaN.
+    """
+    f = np.asarray(p_first_forward, dtype=float)
+    b = np.asarray(p_first_backward, dtype=float)
+    return (f + 1.0 - b) / 2, (f + b) / 2
+
+
+def position_bias(p_first_forward, p_first_backward) -> dict:
+    """A judge's position bias over its comparisons (unreadable ones left out).
+
+    first_slot_rate: mean of (f + b)/2 (0.5 = unbiased); order_dependent: the share of
+    comparisons whose winner flips with the order (f and b on the same side of 1/2).
+    """
+    f = np.asarray(p_first_forward, dtype=float)
+    b = np.asarray(p_first_backward, dtype=float)
+    read = ~(np.isnan(f) | np.isnan(b))
+    f, b = f[read], b[read]
+    if not read.any():
+        return {"n": 0, "first_slot_rate": None, "order_dependent": None}
+    flips = (f > 0.5) == (b > 0.5)
+    return {"n": int(read.sum()), "first_slot_rate": float(debias(f, b)[1].mean()),
+            "order_dependent": float(flips.mean())}
+
+
+def preference_matrix(k: int, first, second, p_first_wins) -> np.ndarray:
+    """P[i, j] = mean over the comparisons of i and j of P(i beats j); P[j, i] = 1 - P[i, j].
+
+    Several comparisons of one pair (several judges) are averaged; NaN ones are skipped;
+    never-compared pairs and the diagonal are NaN.
+    """
+    first, second = np.asarray(first, dtype=int), np.asarray(second, dtype=int)
+    p = np.asarray(p_first_wins, dtype=float)
+    read = ~np.isnan(p)
+    first, second, p = first[read], second[read], p[read]
+    wins, games = np.zeros((k, k)), np.zeros((k, k))
+    np.add.at(wins, (first, second), p)
+    np.add.at(wins, (second, first), 1.0 - p)
+    np.add.at(games, (first, second), 1.0)
+    np.add.at(games, (second, first), 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = wins / games
+    np.fill_diagonal(matrix, np.nan)
+    return matrix
+
+
+def win_rates(k: int, first, second, p_first_wins) -> np.ndarray:
+    """Per sample i: w_i = mean over opponents j of P(i beats j) (from ``preference_matrix``).
+
+    Comparisons are (first[c], second[c], P(first beats second)): a vote is 1 or 0, a tie 1/2,
+    a debiased LM judgment anything between. A sample with no readable comparison gets NaN.
+    """
+    return mean_over_opponents(preference_matrix(k, first, second, p_first_wins))
+
+
+def mean_over_opponents(matrix: np.ndarray) -> np.ndarray:
+    """Row means of a preference matrix over its compared (non-NaN) entries; NaN for an empty row."""
+    compared = ~np.isnan(matrix)
+    counts = compared.sum(axis=1)
+    totals = np.where(compared, matrix, 0.0).sum(axis=1)
+    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+
+
+def bradley_terry(
+    num_players: int, first, second, p_first_wins, prior: float = 1.0, max_iterations: int = 1000,
+    tolerance: float = 1e-9,
+) -> np.ndarray:
+    """Bradley-Terry ratings r (log-strengths, mean 0) from soft match outcomes.
+
+    Model: P(i beats j) = s_i / (s_i + s_j), s = exp(r). Fit by Hunter's (2004) MM update
+
+        s_i <- (W_i + prior/2) / (sum over i's matches c of 1/(s_i + s_opp(c)) + prior/(s_i + 1))
+
+    where W_i is i's total score (a win 1, a tie 1/2, a soft outcome p). ``prior`` adds that many
+    virtual games, drawn half-and-half, against a player of strength 1: it keeps an unbeaten
+    player finite (MAP instead of an MLE that would diverge); prior=0 is the plain MLE. Cost is
+    linear in the matches. Players without a readable match get NaN and stay out of the mean.
+    On the Elo scale a rating is r * 400 / ln(10).
+    """
+    first, second = np.asarray(first, dtype=int), np.asarray(second, dtype=int)
+    p = np.asarray(p_first_wins, dtype=float)
+    keep = ~np.isnan(p) & (first != second)
+    first, second, p = first[keep], second[keep], p[keep]
+    games = np.bincount(first, minlength=num_players) + np.bincount(second, minlength=num_players)
+    played = games > 0
+    score = np.bincount(first, p, num_players) + np.bincount(second, 1.0 - p, num_players)
+    strength = np.ones(num_players)
+    for _ in range(max_iterations):
+        inverse = 1.0 / (strength[first] + strength[second])
+        denominator = np.bincount(first, inverse, num_players) + np.bincount(second, inverse, num_players)
+        denominator = denominator + prior / (strength + 1.0)
+        updated = np.where(played, (score + prior / 2) / np.where(played, denominator, 1.0), 1.0)
+        updated = np.maximum(updated, 1e-300)
+        change = np.abs(np.log(updated) - np.log(strength)).max(initial=0.0)
+        strength = updated
+        if change < tolerance:
+            break
+    ratings = np.log(strength)
+    ratings = np.where(played, ratings - (ratings[played].mean() if played.any() else 0.0), np.nan)
+    return ratings
+
+
+def best_and_worst(rates: Sequence[float]) -> tuple[int, int, float] | None:
+    """(best sample, worst sample, margin = their win-rate difference); None without a spread."""
+    values = np.asarray(rates, dtype=float)
+    if np.isnan(values).all():
+        return None
+    best, worst = int(np.nanargmax(values)), int(np.nanargmin(values))
+    margin = float(values[best] - values[worst])
+    return (best, worst, margin) if margin > 0 else None
+
+
+# -- the producer -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelfPlayAgent:
+    name: str
+    persona: str
+    temperature: float = 0.7
+
+
+@dataclass(frozen=True)
+class Judge:
+    """An LM judge comparing two answers; its choice is read from P("1") vs P("2")."""
+
+    name: str
+    backend: Backend
+    criterion: str = DEFAULT_CRITERION
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """A judge that needs no model: ``score(question, answers)`` gives a number (or None) each."""
+
+    name: str
+    score: Callable[[str, list[str]], list[float | None]]
+
+
+@dataclass(frozen=True)
+class Opponent:
+    """A neighbour's answer to the same question."""
+
+    agent: str
+    answer: str
+
+
+@dataclass
+class SelfPlayGroup:
+    question: str
+    agent: str
+    samples: list[str]
+    win_rates: list[float | None]  # in-group, every judge's comparisons averaged per opponent
+    judges: dict[str, list[float | None]]  # judge name -> in-group win rates by that judge alone
+    position_bias: dict[str, dict]  # LM judge name -> position_bias(...)
+    matches: list[tuple[int, str, float]] = field(default_factory=list)  # (sample, opponent agent, P(sample wins))
+    unreadable: int = 0  # LM comparisons with no mass on "1" and "2" in either order
+
+
+def _first_preferred(distribution: dict[str, float]) -> float:
+    """P("1") renormalised over {"1", "2"}; NaN if neither has mass."""
+    one, two = (math.exp(distribution.get(c, -math.inf)) for c in ("1", "2"))
+    return one / (one + two) if one + two > 0 else math.nan
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in values]
+
+
+def selfplay_group(
+    question: str,
+    agent: SelfPlayAgent,
+    k: int,
+    backend: Backend,
+    judges: Sequence[Judge],
+    verifiers: Sequence[Verifier] = (),
+    opponents: Sequence[Opponent] = (),
+    seed: int = 0,
+    group_id: str = "",
+    max_new_tokens: int = 128,
+) -> Producer[SelfPlayGroup]:
+    """K samples of ``agent``'s answer, compared by every judge; two steps.
+
+    Step 1: one Generate with n=K (all K kept). Step 2: for each LM judge, every pair of
+    samples and every (sample, neighbour's answer) in both orders. Verifiable judges score
+    samples and neighbours' answers in between (no model call); equal scores are ties.
+    The request's seed is derive_seed(seed, "selfplay", group_id, agent).
+    """
+    request = GenerationRequest(
+        messages=answer_messages(agent.persona, question, []), n=k, temperature=agent.temperature,
+        max_new_tokens=max_new_tokens, seed=derive_seed(seed, "selfplay", group_id, agent.name),
+    )
+    (completions,) = yield [Generate(backend, request)]
+    samples = [c.text.strip() for c in completions]
+    answers = samples + [o.answer for o in opponents]  # players 0..k-1 are samples, then opponents
+    first, second = np.triu_indices(k, 1)
+    first = np.concatenate([first, np.repeat(np.arange(k), len(opponents))]).astype(int)
+    second = np.concatenate([second, np.tile(np.arange(k, len(answers)), k)]).astype(int)
+
+    def ask(judge: Judge, a: int, b: int) -> NextToken:
+        messages = pairwise_messages(question, answers[a], answers[b], judge.criterion)
+        return NextToken(judge.backend, tuple(messages), ("1", "2"))
+
+    ops = [ask(j, a, b) for j in judges for a, b in zip(first, second)]
+    ops += [ask(j, b, a) for j in judges for a, b in zip(first, second)]
+    distributions = yield ops
+    read = np.array([_first_preferred(d) for d in distributions]).reshape(2, len(judges), len(first))
+
+    outcomes: dict[str, np.ndarray] = {}  # judge name -> P(first[c] beats second[c]) per comparison
+    biases = {}
+    for index, judge in enumerate(judges):
+        outcomes[judge.name] = debias(read[0, index], read[1, index])[0]
+        biases[judge.name] = position_bias(read[0, index], read[1, index])
+    for verifier in verifiers:
+        scores = np.array([math.nan if s is None else s for s in verifier.score(question, answers)], dtype=float)
+        outcomes[verifier.name] = (np.sign(scores[first] - scores[second]) + 1) / 2
+
+    in_group = second < k
+    repeat = len(outcomes)
+    p_all = np.concatenate(list(outcomes.values())) if outcomes else np.empty(0)
+    against = preference_matrix(len(answers), np.tile(first, repeat), np.tile(second, repeat), p_all)
+    matches = [
+        (int(a), opponents[b - k].agent, float(against[a, b]))
+        for a, b in zip(first[~in_group], second[~in_group])
+        if not math.isnan(against[a, b])
+    ]
+    return SelfPlayGroup(
+        question=question,
+        agent=agent.name,
+        samples=samples,
+        win_rates=_nullable(mean_over_opponents(against[:k, :k])),
+        judges={name: _nullable(win_rates(k, first[in_group], second[in_group], p[in_group]))
+                for name, p in outcomes.items()},
+        position_bias=biases,
+        matches=matches,
+        unreadable=int(np.isnan(read).any(axis=0).sum()),
+    )
+
+
+def graph_ratings(groups: Sequence[SelfPlayGroup], prior: float = 1.0) -> dict[str, float | None]:
+    """Each agent's Bradley-Terry rating from its samples' matches against neighbours' answers."""
+    names = sorted({g.agent for g in groups} | {m[1] for g in groups for m in g.matches})
+    index = {name: i for i, name in enumerate(names)}
+    first = [index[g.agent] for g in groups for _ in g.matches]
+    second = [index[m[1]] for g in groups for m in g.matches]
+    outcomes = [m[2] for g in groups for m in g.matches]
+    ratings = bradley_terry(len(names), first, second, outcomes, prior=prior)
+    return dict(zip(names, _nullable(ratings)))
