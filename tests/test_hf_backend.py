@@ -163,16 +163,13 @@ def test_logprobs_align_with_sampled_tokens_and_ignore_temperature(tiny_backend)
 def test_score_is_the_trainers_policy_logprob(tiny_backend):
     prompt = [{"role": "system", "content": "Be kind."}, *user("Is it fine to lie to a friend?")]
     chosen, rejected = "No, honesty keeps trust.", "Yes, always."
-    pair = tokenize_pair(prompt, [{"role": "assistant", "content": chosen}],
-                         [{"role": "assistant", "content": rejected}], tiny_backend.tokenizer, max_length=4096)
+    pair = tokenize_pair(prompt, chosen, rejected, tiny_backend.renderer, max_length=4096)
     scored = tiny_backend.score([prompt, prompt], [chosen, rejected])
     # end_of_turn=True scores the closing <|im_end|> too: exactly the tokens the trainer trains on.
     assert [len(s) for s in scored] == [len(pair.chosen_ids), len(pair.rejected_ids)]
     assert [sum(s) for s in scored] == pytest.approx(trainer_logps(tiny_backend, pair), abs=1e-4)
     # A step that does not end the turn (end_of_turn=False), as the trainer tokenizes step data.
-    open_pair = tokenize_pair(prompt, [{"role": "assistant", "content": chosen}],
-                              [{"role": "assistant", "content": rejected}], tiny_backend.tokenizer,
-                              max_length=4096, end_of_turn=False)
+    open_pair = tokenize_pair(prompt, chosen, rejected, tiny_backend.renderer, max_length=4096, end_of_turn=False)
     open_scored = tiny_backend.score([prompt, prompt], [chosen, rejected], end_of_turn=False)
     assert [sum(s) for s in open_scored] == pytest.approx(trainer_logps(tiny_backend, open_pair), abs=1e-4)
     assert len(open_scored[0]) == len(scored[0]) - 2  # no "<|im_end|>" + "\n"
