@@ -140,7 +140,7 @@ class Exporter:
         self.verdicts = {v.answer_id: v for v in verdicts}
         self.judged = {a.id: self._judge_scores(a, low, high) for a in self.answers}
         self.score = {a: s for a, judges in self.judged.items() if (s := self._rank_score(judges)) is not None}
-        self.cleaned: dict[str, Cleaned] = {a.id: clean_answer(a.text) for a in self.answers}
+        self.cleaned: dict[str, Cleaned] = {a.id: clean_answer(a.text, a.question) for a in self.answers}
         self.dropped: dict[str, Counter] = defaultdict(Counter)
 
     # -- judging ----------------------------------------------------------------------------

@@ -81,10 +81,21 @@ def is_meta_sentence(sentence: str) -> bool:
     return any(p.search(sentence) for p in META_SENTENCES)
 
 
-def clean_answer(text: str) -> Cleaned:
-    """Strip a leading wrapper and sentences that talk about the answer; drop it if nothing is left."""
+def _strip_echo(text: str, question: str | None) -> str:
+    """Drop a leading repeat of the question (or of its last sentence): small models echo it."""
+    if not question:
+        return text
+    for echo in dict.fromkeys([question.strip(), _SENTENCE.findall(question.strip())[-1].strip()]):
+        if echo and text.lower().startswith(echo.lower()):
+            return text[len(echo):].lstrip(_QUOTES)
+    return text
+
+
+def clean_answer(text: str, question: str | None = None) -> Cleaned:
+    """Strip a leading wrapper, an echo of the question and sentences that talk about the answer;
+    drop the answer if nothing is left."""
     original = text.strip()
-    body = _strip_wrappers(original.lstrip(_QUOTES))
+    body = _strip_wrappers(_strip_echo(original.lstrip(_QUOTES), question))
     sentences = [m.group(0) for m in _SENTENCE.finditer(body) if m.group(0).strip()]
     kept = [s for s in sentences if not is_meta_sentence(s)]
     result = "".join(kept).strip().strip(_QUOTES).strip()

@@ -164,6 +164,12 @@ def test_meta_talk_filter_on_real_examples(text, expected):
     assert clean_answer(text).text == expected
 
 
+def test_an_echo_of_the_question_is_stripped():
+    question = "My manager texts me late at night. How can I push back politely?"
+    echoed = "How can I push back politely?As a professional, you can ask for replies to wait until morning."
+    assert clean_answer(echoed, question).text == "As a professional, you can ask for replies to wait until morning."
+
+
 def test_spin_rows_and_the_stratified_reference_sample(tmp_path, encoder):
     run = write_run(tmp_path / "run", scenario_dict(QUESTIONS), MISLED)
     export_run(run)
