@@ -51,6 +51,7 @@ from sandbox.engine import Scheduler
 from sandbox.errors import RunError
 from sandbox.filters import Cleaned, clean_answer
 from sandbox.judging import available_judges, verify
+from sandbox.dataset_card import write_dataset_card
 from sandbox.store import RunStore, WorldStore, jsonl
 from scenarios import Question, Scenario, ScenarioError, load_scenario
 from scenarios.schema import RANK_BY
@@ -494,6 +495,8 @@ def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int
     for kind, rows in produced.items():
         write_atomic(out / f"{kind}.jsonl", jsonl(rows))
     write_atomic(out / FILTERS_FILE, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    dropped = {f"{kind}: {name}": n for kind, filters in report["dropped"].items() for name, n in filters.items()}
+    write_dataset_card(out, manifest, report["rows"], dropped)  # README.md: loadable and shareable as it is
     return report["rows"]
 
 
