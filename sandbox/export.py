@@ -47,11 +47,11 @@ from sandbox.backscatter import (
     mean_peer_rating,
     verdict_record,
 )
+from sandbox.dataset_card import write_dataset_card
 from sandbox.engine import Scheduler
 from sandbox.errors import RunError
 from sandbox.filters import Cleaned, clean_answer
 from sandbox.judging import available_judges, verify
-from sandbox.dataset_card import write_dataset_card
 from sandbox.store import RunStore, WorldStore, jsonl
 from scenarios import Question, Scenario, ScenarioError, load_scenario
 from scenarios.schema import RANK_BY
@@ -466,7 +466,7 @@ def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int
     produced: dict[str, list[dict]] = {kind: [] for kind in FILES}
     spin_dropped: Counter = Counter()
     report: dict = {"scenarios": {}}
-    for scenario_name, entry in manifest["scenarios"].items():
+    for scenario_name in manifest["scenarios"]:
         worlds = [e for name, e in exporters.items() if manifest["worlds"][name]["scenario"] == scenario_name]
         if not worlds:
             continue

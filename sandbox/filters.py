@@ -17,7 +17,7 @@ _REVISED = r"(?:revised|improved|new|updated|better|rewritten|final|edited|corre
 
 # A wrapper that introduces the answer, ending in a colon or a line break: stripped.
 LEADING_WRAPPERS = tuple(re.compile(p, re.IGNORECASE) for p in (
-    rf"^(?:sure|certainly|of course|okay|ok)[,.!]?\s*(?=here)",
+    r"^(?:sure|certainly|of course|okay|ok)[,.!]?\s*(?=here)",
     rf"^(?:here(?:'s| is)|below is|this is)\s+(?:my|a|an|the)?\s*(?:{_REVISED}\s+)*(?:and\s+{_REVISED}\s+)?{_ANSWER}\b[^:\n]{{0,80}}[:\n]\s*",
     rf"^(?:my\s+|the\s+)?(?:{_REVISED}\s+)+{_ANSWER}\b[^:\n]{{0,40}}[:\n]\s*",
     rf"^(?:{_ANSWER}|question)\s*\d*\s*:\s*",
@@ -33,15 +33,15 @@ _ABOUT = (r"(?:addresses|provides|offers|gives|shows|meets|captures|reflects|foc
 
 # A sentence that comments on an answer, a rating or the feedback instead of answering: dropped.
 META_SENTENCES = tuple(re.compile(p, re.IGNORECASE) for p in (
-    rf"\b(?:this|that|the|my|your|our|above|previous|original)\s+(?:{_REVISED}\s+|previous\s+|original\s+)*{_ANSWER}\b"
-    rf"[^.!?]{{0,60}}\b(?:(?:is|was|seems|sounds|would be|remains|has been)\s+(?:\w+\s+){{0,3}}{_GOOD}|{_ABOUT})\b",
-    rf"^\s*(?:it|this)\s+(?:also\s+)?{_ABOUT}\s+(?:the|your|their|all|every|each)?\s*"
-    r"(?:concerns?|feedback|comments?|question|points?|issues?|criticism)",
+    (rf"\b(?:this|that|the|my|your|our|above|previous|original)\s+(?:{_REVISED}\s+|previous\s+|original\s+)*{_ANSWER}\b"
+    rf"[^.!?]{{0,60}}\b(?:(?:is|was|seems|sounds|would be|remains|has been)\s+(?:\w+\s+){{0,3}}{_GOOD}|{_ABOUT})\b"),
+    (rf"^\s*(?:it|this)\s+(?:also\s+)?{_ABOUT}\s+(?:the|your|their|all|every|each)?\s*"
+    r"(?:concerns?|feedback|comments?|question|points?|issues?|criticism)"),
     rf"\b(?:{_REVISED})\s+{_ANSWER}\b",
     r"\b(?:neighbou?rs?|peers?|reviewers?|raters?)\b[^.!?]{0,60}\b(?:rated|comments?|feedback|said|suggested|pointed)\b",
     r"\b(?:thank you|thanks)\s+for\s+(?:the|your)\s+(?:feedback|comments?|rating|review|input)\b",
-    r"\b(?:based on|addressing|taking into account|in response to|incorporating)\s+(?:the|your|their)\s+"
-    r"(?:feedback|comments?|ratings?|suggestions?)\b",
+    (r"\b(?:based on|addressing|taking into account|in response to|incorporating)\s+(?:the|your|their)\s+"
+    r"(?:feedback|comments?|ratings?|suggestions?)\b"),
     r"\brated (?:it|my answer|the answer)\b",
     r"^\s*(?:your|this|the) question (?:is|seems|sounds|contains|was)\b",
     rf"\b(?:rest of|remove|delete|end) (?:the|this|my) {_ANSWER}\b",
