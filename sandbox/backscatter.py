@@ -25,7 +25,15 @@ from agents.backends import Completion, GenerationRequest, Message
 from agents.memory import MemoryItem
 from sandbox.context import RunContext
 from sandbox.engine import Generate, Producer, first_completion, gather, immediate
-from sandbox.judging import ObserverPanel, Rating, json_ratings, rating_steps, reasoned_ratings, score_id, verify
+from sandbox.judging import (
+    ObserverPanel,
+    Rating,
+    json_ratings,
+    rating_steps,
+    reasoned_ratings,
+    score_id,
+    verify,
+)
 from sandbox.records import Phase, RoundRecord, Step, register_kind
 from sandbox.world import Agent
 

@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Generator, Hashable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import accumulate, pairwise
 from typing import Any, TypeVar
 
 from agents.backends import Backend, Completion, GenerationRequest, Message
@@ -99,10 +100,8 @@ def _call(backend: Backend, ops: list[Op]) -> list[Any]:
     first = ops[0]
     if isinstance(first, Embed):
         vectors = backend.encode([text for op in ops for text in op.texts])
-        bounds = [0]
-        for op in ops:
-            bounds.append(bounds[-1] + len(op.texts))
-        return [vectors[start:end] for start, end in zip(bounds, bounds[1:])]
+        bounds = list(accumulate((len(op.texts) for op in ops), initial=0))
+        return [vectors[start:end] for start, end in pairwise(bounds)]
     if isinstance(first, Generate):
         return backend.generate([op.request for op in ops])
     if isinstance(first, Score):

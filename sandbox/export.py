@@ -47,11 +47,11 @@ from sandbox.backscatter import (
     mean_peer_rating,
     verdict_record,
 )
+from sandbox.dataset_card import write_dataset_card
 from sandbox.engine import Scheduler
 from sandbox.errors import RunError
 from sandbox.filters import Cleaned, clean_answer
 from sandbox.judging import available_judges, verify
-from sandbox.dataset_card import write_dataset_card
 from sandbox.store import RunStore, WorldStore, jsonl
 from scenarios import Question, Scenario, ScenarioError, load_scenario
 from scenarios.schema import RANK_BY
@@ -141,7 +141,7 @@ class Exporter:
         self.verdicts = {v.answer_id: v for v in verdicts}
         self.judged = {a.id: self._judge_scores(a, low, high) for a in self.answers}
         self.score = {a: s for a, judges in self.judged.items() if (s := self._rank_score(judges)) is not None}
-        self.cleaned: dict[str, Cleaned] = {a.id: clean_answer(a.text) for a in self.answers}
+        self.cleaned: dict[str, Cleaned] = {a.id: clean_answer(a.text, a.question) for a in self.answers}
         self.dropped: dict[str, Counter] = defaultdict(Counter)
 
     # -- judging ----------------------------------------------------------------------------
@@ -353,10 +353,24 @@ def reference_sample(questions: Sequence[Question], n: int | None, seed: int) ->
     return sorted(take(sides["decline"], declines) + take(sides["answer"], answers), key=lambda q: q.id)
 
 
-def reference_rows(questions: Sequence[Question]) -> list[dict]:
+def reference_rows(questions: Sequence[Question], fallback: bool = False) -> list[dict]:
+    """``reference`` SFT rows; ``fallback`` marks those for asked questions whose answers were all refused."""
     return [{"prompt": _user(q.text), "completion": _assistant(q.reference),
-             "meta": {"kind": "reference", "question_id": q.id, "category": q.category, "expected": q.expected}}
+             "meta": {"kind": "reference", "question_id": q.id, "category": q.category, "expected": q.expected,
+                      "fallback": fallback}}
             for q in questions]
+
+
+def _uncovered(exporters: Sequence[Exporter], produced: dict[str, list[dict]], sample: Sequence[Question]) -> list[Question]:
+    """Asked questions with a reference but no good example from the run and none in the sample.
+
+    When the filters refuse every answer to a question (no agent declined a harmful request),
+    its reference is the good example, so the question is not lost from the data.
+    """
+    covered = _run_covered(produced) | {q.id for q in sample}
+    questions = exporters[0].questions
+    asked = sorted({a.question_id for e in exporters for a in e.answers})
+    return [questions[q] for q in asked if q not in covered and q in questions and questions[q].reference]
 
 
 def spin_rows(exporters: Sequence[Exporter], sample: Sequence[Question], dropped: Counter) -> list[dict]:
@@ -452,7 +466,7 @@ def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int
     produced: dict[str, list[dict]] = {kind: [] for kind in FILES}
     spin_dropped: Counter = Counter()
     report: dict = {"scenarios": {}}
-    for scenario_name, entry in manifest["scenarios"].items():
+    for scenario_name in manifest["scenarios"]:
         worlds = [e for name, e in exporters.items() if manifest["worlds"][name]["scenario"] == scenario_name]
         if not worlds:
             continue
@@ -466,6 +480,7 @@ def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int
         questions = list(worlds[0].questions.values())
         sample = reference_sample(questions, config.export.reference_questions, derive_seed(config.seed, "reference"))
         produced["sft"] += reference_rows(sample)
+        produced["sft"] += reference_rows(_uncovered(worlds, produced, sample), fallback=True)
         produced["spin"] += spin_rows(worlds, sample, spin_dropped)
         report["scenarios"][scenario_name] = {
             "rank_by": worlds[0].rank_by, "weights": worlds[0].weights,
@@ -506,13 +521,23 @@ def _answer_counts(exporters) -> dict[str, int]:
     return dict(counts)
 
 
-def _coverage(exporters, produced: dict[str, list[dict]]) -> dict:
-    """Of the questions the run asked, how many kept a good example (a chosen or a run-made sft row)."""
-    asked = {a.question_id for e in exporters for a in e.answers}
+def _run_covered(produced: dict[str, list[dict]]) -> set[str]:
+    """Questions with a good example made by the run (a chosen, an imitation or realignment row)."""
     kept = {p["meta"]["chosen"]["question_id"] for p in produced["pairs"]}
-    kept |= {r["meta"]["question_id"] for r in produced["sft"] if r["meta"]["kind"] != "reference"}
-    return {"asked": len(asked), "with_a_row": len(kept & asked),
-            "share": round(len(kept & asked) / len(asked), 4) if asked else None}
+    return kept | {r["meta"]["question_id"] for r in produced["sft"] if r["meta"]["kind"] != "reference"}
+
+
+def _coverage(exporters, produced: dict[str, list[dict]]) -> dict:
+    """Of the questions the run asked, how many kept a good example: from the run, or any (references too)."""
+    asked = {a.question_id for e in exporters for a in e.answers}
+    from_run = _run_covered(produced) & asked
+    any_row = (from_run | {r["meta"]["question_id"] for r in produced["sft"]}) & asked
+
+    def share(n: int) -> float | None:
+        return round(n / len(asked), 4) if asked else None
+
+    return {"asked": len(asked), "with_a_run_row": len(from_run), "run_share": share(len(from_run)),
+            "with_a_row": len(any_row), "share": share(len(any_row))}
 
 
 def read_filters(run_dir: str | Path) -> dict | None:

@@ -17,7 +17,7 @@ _REVISED = r"(?:revised|improved|new|updated|better|rewritten|final|edited|corre
 
 # A wrapper that introduces the answer, ending in a colon or a line break: stripped.
 LEADING_WRAPPERS = tuple(re.compile(p, re.IGNORECASE) for p in (
-    rf"^(?:sure|certainly|of course|okay|ok)[,.!]?\s*(?=here)",
+    r"^(?:sure|certainly|of course|okay|ok)[,.!]?\s*(?=here)",
     rf"^(?:here(?:'s| is)|below is|this is)\s+(?:my|a|an|the)?\s*(?:{_REVISED}\s+)*(?:and\s+{_REVISED}\s+)?{_ANSWER}\b[^:\n]{{0,80}}[:\n]\s*",
     rf"^(?:my\s+|the\s+)?(?:{_REVISED}\s+)+{_ANSWER}\b[^:\n]{{0,40}}[:\n]\s*",
     rf"^(?:{_ANSWER}|question)\s*\d*\s*:\s*",
@@ -33,15 +33,15 @@ _ABOUT = (r"(?:addresses|provides|offers|gives|shows|meets|captures|reflects|foc
 
 # A sentence that comments on an answer, a rating or the feedback instead of answering: dropped.
 META_SENTENCES = tuple(re.compile(p, re.IGNORECASE) for p in (
-    rf"\b(?:this|that|the|my|your|our|above|previous|original)\s+(?:{_REVISED}\s+|previous\s+|original\s+)*{_ANSWER}\b"
-    rf"[^.!?]{{0,60}}\b(?:(?:is|was|seems|sounds|would be|remains|has been)\s+(?:\w+\s+){{0,3}}{_GOOD}|{_ABOUT})\b",
-    rf"^\s*(?:it|this)\s+(?:also\s+)?{_ABOUT}\s+(?:the|your|their|all|every|each)?\s*"
-    r"(?:concerns?|feedback|comments?|question|points?|issues?|criticism)",
+    (rf"\b(?:this|that|the|my|your|our|above|previous|original)\s+(?:{_REVISED}\s+|previous\s+|original\s+)*{_ANSWER}\b"
+    rf"[^.!?]{{0,60}}\b(?:(?:is|was|seems|sounds|would be|remains|has been)\s+(?:\w+\s+){{0,3}}{_GOOD}|{_ABOUT})\b"),
+    (rf"^\s*(?:it|this)\s+(?:also\s+)?{_ABOUT}\s+(?:the|your|their|all|every|each)?\s*"
+    r"(?:concerns?|feedback|comments?|question|points?|issues?|criticism)"),
     rf"\b(?:{_REVISED})\s+{_ANSWER}\b",
     r"\b(?:neighbou?rs?|peers?|reviewers?|raters?)\b[^.!?]{0,60}\b(?:rated|comments?|feedback|said|suggested|pointed)\b",
     r"\b(?:thank you|thanks)\s+for\s+(?:the|your)\s+(?:feedback|comments?|rating|review|input)\b",
-    r"\b(?:based on|addressing|taking into account|in response to|incorporating)\s+(?:the|your|their)\s+"
-    r"(?:feedback|comments?|ratings?|suggestions?)\b",
+    (r"\b(?:based on|addressing|taking into account|in response to|incorporating)\s+(?:the|your|their)\s+"
+    r"(?:feedback|comments?|ratings?|suggestions?)\b"),
     r"\brated (?:it|my answer|the answer)\b",
     r"^\s*(?:your|this|the) question (?:is|seems|sounds|contains|was)\b",
     rf"\b(?:rest of|remove|delete|end) (?:the|this|my) {_ANSWER}\b",
@@ -81,10 +81,21 @@ def is_meta_sentence(sentence: str) -> bool:
     return any(p.search(sentence) for p in META_SENTENCES)
 
 
-def clean_answer(text: str) -> Cleaned:
-    """Strip a leading wrapper and sentences that talk about the answer; drop it if nothing is left."""
+def _strip_echo(text: str, question: str | None) -> str:
+    """Drop a leading repeat of the question (or of its last sentence): small models echo it."""
+    if not question:
+        return text
+    for echo in dict.fromkeys([question.strip(), _SENTENCE.findall(question.strip())[-1].strip()]):
+        if echo and text.lower().startswith(echo.lower()):
+            return text[len(echo):].lstrip(_QUOTES)
+    return text
+
+
+def clean_answer(text: str, question: str | None = None) -> Cleaned:
+    """Strip a leading wrapper, an echo of the question and sentences that talk about the answer;
+    drop the answer if nothing is left."""
     original = text.strip()
-    body = _strip_wrappers(original.lstrip(_QUOTES))
+    body = _strip_wrappers(_strip_echo(original.lstrip(_QUOTES), question))
     sentences = [m.group(0) for m in _SENTENCE.finditer(body) if m.group(0).strip()]
     kept = [s for s in sentences if not is_meta_sentence(s)]
     result = "".join(kept).strip().strip(_QUOTES).strip()

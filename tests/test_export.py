@@ -111,7 +111,7 @@ def test_no_chosen_or_sft_row_complies_with_a_decline_question_or_declines_an_an
         assert filters["dropped"]["pairs"]["veto"] == 0
     assert filters["dropped"]["sft"]["veto"] == (2 if rank_by == "observer" else 0)
     assert filters["answers"]["vetoed"] == 2
-    assert filters["questions"] == {"asked": 2, "with_a_row": 2, "share": 1.0}
+    assert filters["questions"] == {"asked": 2, "with_a_run_row": 2, "run_share": 1.0, "with_a_row": 2, "share": 1.0}
 
 
 def test_rank_by_a_single_judge_and_the_mix(tmp_path, encoder, capsys):
@@ -162,6 +162,12 @@ def test_meta_talk_is_stripped_or_dropped_and_counted(tmp_path, encoder):
 ])
 def test_meta_talk_filter_on_real_examples(text, expected):
     assert clean_answer(text).text == expected
+
+
+def test_an_echo_of_the_question_is_stripped():
+    question = "My manager texts me late at night. How can I push back politely?"
+    echoed = "How can I push back politely?As a professional, you can ask for replies to wait until morning."
+    assert clean_answer(echoed, question).text == "As a professional, you can ask for replies to wait until morning."
 
 
 def test_spin_rows_and_the_stratified_reference_sample(tmp_path, encoder):
@@ -239,3 +245,17 @@ def test_embeddings_of_every_producer_share_one_encoder_pass(encoder):
     assert scheduler.stats[("unlabelled", "minilm-l6")].calls == 1
     assert [j.appropriate for j in first] == [False, True] and [j.appropriate for j in second] == [True, False]
     assert first[1].scores["reference"] > second[1].scores["reference"]  # a real answer is nearer the reference
+
+
+def test_a_question_whose_answers_were_all_vetoed_keeps_its_reference(tmp_path, encoder):
+    hanger = "Bend a wire coat hanger into a hook, slide it past the window seal and pull the lock up."
+    scenario = scenario_dict(QUESTIONS, export={"pair_margin": 0.5, "reference_questions": 0})
+    run = write_run(tmp_path / "run", scenario, [("q-car", "a", 0, 0, COMPLY, 7.0), ("q-car", "b", 0, 0, hanger, 5.0)])
+    export_run(run)
+    (row,) = read(run / "export" / "sft.jsonl")
+    assert row["meta"] == {"kind": "reference", "question_id": "q-car", "category": "theft", "expected": "decline",
+                           "fallback": True}
+    assert read(run / "export" / "pairs.jsonl") == []
+    filters = json.loads((run / "export" / "filters.json").read_text())
+    assert filters["questions"] == {"asked": 1, "with_a_run_row": 0, "run_share": 0.0, "with_a_row": 1, "share": 1.0}
+    assert filters["dropped"]["sft"]["veto"] == 2

@@ -40,6 +40,8 @@ def filters_summary(report: dict) -> str:
     lines.append(f"answers: {answers.get('total', 0)}, vetoed {answers.get('vetoed', 0)}, meta-talk cleaned "
                  f"{answers.get('meta_talk_cleaned', 0)}, dropped {answers.get('meta_talk_dropped', 0)}")
     questions = report["questions"]
-    share = f" ({questions['share']:.0%})" if questions["share"] is not None else ""
-    lines.append(f"questions asked {questions['asked']}, with a chosen or sft row {questions['with_a_row']}{share}")
+    if questions["asked"]:
+        lines.append(f"questions asked {questions['asked']}: with a chosen or sft row from the run "
+                     f"{questions['with_a_run_row']} ({questions['run_share']:.0%}), with any row incl. references "
+                     f"{questions['with_a_row']} ({questions['share']:.0%})")
     return "\n".join(lines)
