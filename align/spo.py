@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.backends import Backend
-from agents.judge import first_preferred_probability
 from agents.prompts import pairwise_messages
 from align.processes import cpu_process_group
+from sandbox.judging import first_preferred
 from sandbox.selfplay import DEFAULT_CRITERION, debias, position_bias, win_rates
 
 # (question, first answer, second answer) for each item -> P(the judge prefers the first); one batched call.
@@ -40,7 +40,9 @@ class GroupSplit(ValueError):
 def backend_judge(backend: Backend, criterion: str = DEFAULT_CRITERION) -> PairwiseJudgeFn:
     """An LM judge on any backend: P("1") vs P("2") after the pairwise prompt, all items in one call."""
     def judge(items: list[tuple[str, str, str]]) -> list[float | None]:
-        return first_preferred_probability(backend, [pairwise_messages(q, a, b, criterion) for q, a, b in items])
+        distributions = backend.next_token_logprobs([pairwise_messages(q, a, b, criterion) for q, a, b in items],
+                                                    ["1", "2"])
+        return [first_preferred(d) for d in distributions]
 
     return judge
 

@@ -2,7 +2,7 @@
 
 The pure core (numpy, the formula in each docstring):
 
-    debias          P(A beats B) from a judge read in both orders, and its first-slot rate
+    debias          P(A beats B) from a judge read in both orders (sandbox.judging), its first-slot rate
     position_bias   how much a judge favours slot 1, over many comparisons
     win_rates       per sample: the mean over its opponents of P(win); ties count 1/2
     bradley_terry   ratings from (soft) match outcomes, e.g. agents over the graph
@@ -26,31 +26,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agents.backends import Backend, GenerationRequest
-from agents.prompts import answer_messages, pairwise_messages
+from agents.prompts import OBSERVER_PERSONA, answer_messages
 from agents.seeding import derive_seed
-from sandbox.selfplay_driver import Generate, NextToken, Producer
+from sandbox.engine import Generate, Producer, gather
+from sandbox.judging import PairwiseJudge, Preference, debias
 
 DEFAULT_CRITERION = "more helpful, honest and harmless"
 
 
 # -- the pure core ----------------------------------------------------------------------------
-
-
-def debias(p_first_forward, p_first_backward) -> tuple[np.ndarray, np.ndarray]:
-    """P(A beats B) with the judge's position bias removed, and the judge's first-slot rate.
-
-        forward  f = P(judge picks slot 1 | A in slot 1, B in slot 2)
-        backward b = P(judge picks slot 1 | B in slot 1, A in slot 2)
-        P(A beats B)    = (f + (1 - b)) / 2
-        first-slot rate = (f + b) / 2            (1/2: no position bias, 1: always slot 1)
-
-    If the judge adds a bias d to slot 1 (f = p + d, b = 1 - p + d) this returns exactly p and
-    1/2 + d. A judge that always picks slot 1 gives P(A beats B) = 1/2: it carries no signal.
-    Unreadable reads (NaN) give NaN.
-    """
-    f = np.asarray(p_first_forward, dtype=float)
-    b = np.asarray(p_first_backward, dtype=float)
-    return (f + 1.0 - b) / 2, (f + b) / 2
 
 
 def position_bias(p_first_forward, p_first_backward) -> dict:
@@ -165,15 +149,24 @@ class SelfPlayAgent:
     name: str
     persona: str
     temperature: float = 0.7
+    top_p: float = 1.0
 
 
 @dataclass(frozen=True)
 class Judge:
-    """An LM judge comparing two answers; its choice is read from P("1") vs P("2")."""
+    """An LM judge comparing two answers (sandbox.judging.PairwiseJudge: P("1") vs P("2"), both orders).
+
+    Judges sharing a name form one panel (a group's neighbours, say): their comparisons are
+    averaged per pair and their position bias is reported together.
+    """
 
     name: str
     backend: Backend
     criterion: str = DEFAULT_CRITERION
+    persona: str = OBSERVER_PERSONA
+
+    def pairwise(self) -> PairwiseJudge:
+        return PairwiseJudge(self.backend, self.criterion, self.persona)
 
 
 @dataclass(frozen=True)
@@ -197,6 +190,7 @@ class SelfPlayGroup:
     question: str
     agent: str
     samples: list[str]
+    tokens: list[int]
     win_rates: list[float | None]  # in-group, every judge's comparisons averaged per opponent
     judges: dict[str, list[float | None]]  # judge name -> in-group win rates by that judge alone
     position_bias: dict[str, dict]  # LM judge name -> position_bias(...)
@@ -204,14 +198,15 @@ class SelfPlayGroup:
     unreadable: int = 0  # LM comparisons with no mass on "1" and "2" in either order
 
 
-def _first_preferred(distribution: dict[str, float]) -> float:
-    """P("1") renormalised over {"1", "2"}; NaN if neither has mass."""
-    one, two = (math.exp(distribution.get(c, -math.inf)) for c in ("1", "2"))
-    return one / (one + two) if one + two > 0 else math.nan
-
-
 def _nullable(values: np.ndarray) -> list[float | None]:
     return [None if math.isnan(v) else float(v) for v in values]
+
+
+def _reads(preferences: Sequence[Preference | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward first-slot reads of a judge's preferences (NaN where unreadable)."""
+    forward = [math.nan if p is None else p.p_first_forward for p in preferences]
+    backward = [math.nan if p is None else p.p_first_backward for p in preferences]
+    return np.asarray(forward, dtype=float), np.asarray(backward, dtype=float)
 
 
 def selfplay_group(
@@ -235,7 +230,7 @@ def selfplay_group(
     """
     request = GenerationRequest(
         messages=answer_messages(agent.persona, question, []), n=k, temperature=agent.temperature,
-        max_new_tokens=max_new_tokens, seed=derive_seed(seed, "selfplay", group_id, agent.name),
+        top_p=agent.top_p, max_new_tokens=max_new_tokens, seed=derive_seed(seed, "selfplay", group_id, agent.name),
     )
     (completions,) = yield [Generate(backend, request)]
     samples = [c.text.strip() for c in completions]
@@ -244,28 +239,28 @@ def selfplay_group(
     first = np.concatenate([first, np.repeat(np.arange(k), len(opponents))]).astype(int)
     second = np.concatenate([second, np.tile(np.arange(k, len(answers)), k)]).astype(int)
 
-    def ask(judge: Judge, a: int, b: int) -> NextToken:
-        messages = pairwise_messages(question, answers[a], answers[b], judge.criterion)
-        return NextToken(judge.backend, tuple(messages), ("1", "2"))
+    items = [(question, answers[a], answers[b]) for a, b in zip(first, second)]
+    judged = yield from gather([judge.pairwise().compare(items) for judge in judges])
+    panels: dict[str, list[Sequence[Preference | None]]] = {}
+    for judge, preferences in zip(judges, judged):
+        panels.setdefault(judge.name, []).append(preferences)
 
-    ops = [ask(j, a, b) for j in judges for a, b in zip(first, second)]
-    ops += [ask(j, b, a) for j in judges for a, b in zip(first, second)]
-    distributions = yield ops
-    read = np.array([_first_preferred(d) for d in distributions]).reshape(2, len(judges), len(first))
-
-    outcomes: dict[str, np.ndarray] = {}  # judge name -> P(first[c] beats second[c]) per comparison
+    outcomes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # name -> (first, second, P(first wins))
     biases = {}
-    for index, judge in enumerate(judges):
-        outcomes[judge.name] = debias(read[0, index], read[1, index])[0]
-        biases[judge.name] = position_bias(read[0, index], read[1, index])
+    for name, members in panels.items():
+        forward, backward = (np.concatenate(r) for r in zip(*(_reads(m) for m in members)))
+        repeat = len(members)
+        outcomes[name] = (np.tile(first, repeat), np.tile(second, repeat), debias(forward, backward)[0])
+        biases[name] = position_bias(forward, backward)
     for verifier in verifiers:
         scores = np.array([math.nan if s is None else s for s in verifier.score(question, answers)], dtype=float)
-        outcomes[verifier.name] = (np.sign(scores[first] - scores[second]) + 1) / 2
+        outcomes[verifier.name] = (first, second, (np.sign(scores[first] - scores[second]) + 1) / 2)
 
+    def joined(index: int) -> np.ndarray:
+        return np.concatenate([o[index] for o in outcomes.values()]) if outcomes else np.empty(0, dtype=int)
+
+    against = preference_matrix(len(answers), joined(0), joined(1), joined(2))
     in_group = second < k
-    repeat = len(outcomes)
-    p_all = np.concatenate(list(outcomes.values())) if outcomes else np.empty(0)
-    against = preference_matrix(len(answers), np.tile(first, repeat), np.tile(second, repeat), p_all)
     matches = [
         (int(a), opponents[b - k].agent, float(against[a, b]))
         for a, b in zip(first[~in_group], second[~in_group])
@@ -275,12 +270,12 @@ def selfplay_group(
         question=question,
         agent=agent.name,
         samples=samples,
+        tokens=[c.num_tokens for c in completions],
         win_rates=_nullable(mean_over_opponents(against[:k, :k])),
-        judges={name: _nullable(win_rates(k, first[in_group], second[in_group], p[in_group]))
-                for name, p in outcomes.items()},
+        judges={name: _nullable(win_rates(k, f[s < k], s[s < k], p[s < k])) for name, (f, s, p) in outcomes.items()},
         position_bias=biases,
         matches=matches,
-        unreadable=int(np.isnan(read).any(axis=0).sum()),
+        unreadable=sum(p is None for preferences in judged for p in preferences),
     )
 
 
