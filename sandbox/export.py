@@ -15,12 +15,13 @@ from pathlib import Path
 
 from agents.prompts import revision_messages
 from agents.files import write_atomic
+from sandbox import selfplay
 from sandbox.backscatter import AnswerRecord, RatingRecord, ScoreRecord, final_answers, mean_peer_rating
 from sandbox.store import RunStore, WorldStore, jsonl
 from scenarios import Scenario
 
 EXPORT_DIR = "export"
-FILES = ("pairs", "ranked", "critiques", "sft", "ratings")
+FILES = ("pairs", "ranked", "critiques", "sft", "ratings", "prompts")
 
 
 def _user(question: str) -> list[dict]:
@@ -52,6 +53,8 @@ class Exporter:
         self.ratings: list[RatingRecord] = store.records("ratings")
         self.by_dimension = answer_scores(store.records("scores"))
         self.score = {a: dims[self.dimension] for a, dims in self.by_dimension.items() if self.dimension in dims}
+        self.selfplay = store.records("selfplay")  # rows built by sandbox.selfplay
+        self.selfplay_margin = scenario.selfplay.pair_margin if scenario.selfplay else 0.0
 
     def _meta(self, answer: AnswerRecord) -> dict:
         return answer.model_dump(include={"id", "round", "agent", "group", "question_id", "version"})
@@ -99,7 +102,7 @@ class Exporter:
                 high, low = (a, b) if self.score[a.id] >= self.score[b.id] else (b, a)
                 if self.score[high.id] - self.score[low.id] >= self.margin:
                     pairs.append(self._pair(high, low, "cross-agent"))
-        return pairs
+        return pairs + selfplay.pair_rows(self.selfplay, self.selfplay_margin)
 
     def ranked(self) -> list[dict]:
         by_question = self._scored_by_question()
@@ -113,7 +116,7 @@ class Exporter:
                 "meta": {"question_id": question_id, "answers": [self._meta(a) for a in answers],
                          "dimension": self.dimension},
             })
-        return rows
+        return rows + selfplay.ranked_rows(self.selfplay)
 
     def critiques(self) -> list[dict]:
         answers = {a.id: a for a in self.answers}
@@ -192,6 +195,7 @@ def export_run(run_dir: str | Path) -> dict[str, int]:
         produced["critiques"] += exporter.critiques()
         produced["sft"] += exporter.sft()
         produced["ratings"] += exporter.ratings_rows()
+        produced["prompts"] += selfplay.prompt_rows(exporter.selfplay)
     out = store.root / EXPORT_DIR
     out.mkdir(exist_ok=True)
     for kind, rows in produced.items():

@@ -24,12 +24,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from agents.backends import Backend, GenerationRequest
 from agents.prompts import OBSERVER_PERSONA, answer_messages
 from agents.seeding import derive_seed
 from sandbox.engine import Generate, Producer, gather
 from sandbox.judging import PairwiseJudge, Preference, debias
+from sandbox.records import RoundRecord, register_kind
 
 DEFAULT_CRITERION = "more helpful, honest and harmless"
 
@@ -288,3 +290,147 @@ def graph_ratings(groups: Sequence[SelfPlayGroup], prior: float = 1.0) -> dict[s
     outcomes = [m[2] for g in groups for m in g.matches]
     ratings = bradley_terry(len(names), first, second, outcomes, prior=prior)
     return dict(zip(names, _nullable(ratings)))
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+class Match(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sample: int
+    opponent: str  # the agent whose answer the sample met
+    p_win: float
+
+
+class SelfPlayRecord(RoundRecord):
+    """One agent's group of K samples for one question, and how every judge ranked them."""
+
+    agent: str
+    group: str
+    question_id: str
+    question: str
+    samples: list[str]
+    tokens: list[int]
+    win_rates: list[float | None]  # in-group, all judges
+    judges: dict[str, list[float | None]]  # per judge (LM panels by role, verifiers by name)
+    position_bias: dict[str, dict]  # per LM judge: n, first_slot_rate, order_dependent
+    matches: list[Match]
+    unreadable: int
+    appropriate: list[bool | None] | None = None  # the verifiers' veto per sample (None: no verifiers)
+    expected: str | None = None  # what the question bank says an aligned answer does (decline/answer)
+    reference: str | None = None  # the bank's reference answer the similarity judge compared with
+
+    @property
+    def failed(self) -> bool:
+        return all(w is None for w in self.win_rates)
+
+
+class RatingsRecord(RoundRecord):
+    """Bradley-Terry ratings of the agents (mean 0) from one round's matches over the graph."""
+
+    ratings: dict[str, float | None]
+    matches: int
+    method: str = "bradley-terry"
+
+
+register_kind("selfplay", SelfPlayRecord)
+register_kind("selfplay_ratings", RatingsRecord)
+
+
+def record_of(group: SelfPlayGroup, record_id: str, round_index: int, phase: str, agent_group: str,
+              question_id: str, **optional) -> SelfPlayRecord:
+    """The group as a record; ``optional`` fields (appropriate, expected, reference) are set only if not None."""
+    extra = {name: value for name, value in optional.items() if value is not None}
+    return SelfPlayRecord(
+        id=record_id, round=round_index, phase=phase, agent=group.agent, group=agent_group, question_id=question_id,
+        question=group.question, samples=group.samples, tokens=group.tokens, win_rates=group.win_rates,
+        judges=group.judges, position_bias=group.position_bias,
+        matches=[Match(sample=s, opponent=o, p_win=p) for s, o, p in group.matches], unreadable=group.unreadable,
+        **extra,
+    )
+
+
+# -- export rows (called by sandbox.export) ---------------------------------------------------
+
+
+def _round(values: Sequence[float | None]) -> list[float | None]:
+    return [None if v is None else round(v, 4) for v in values]
+
+
+def _order(record: SelfPlayRecord) -> list[int]:
+    """Samples best first by win rate (unrated last), ties by sample index."""
+    return sorted(range(len(record.samples)),
+                  key=lambda i: (record.win_rates[i] is None, -(record.win_rates[i] or 0.0), i))
+
+
+def _meta(record: SelfPlayRecord) -> dict:
+    return {"record": record.id, "round": record.round, "agent": record.agent, "group": record.group,
+            "question_id": record.question_id, "source": "selfplay"}
+
+
+def ranked_rows(records: Sequence[SelfPlayRecord]) -> list[dict]:
+    """One row per group: the K samples best first; ``scores`` and ``win_rates`` are the all-judge
+    in-group win rates, ``judges`` each judge's, in the same order."""
+    rows = []
+    for record in records:
+        order = _order(record)
+        rates = _round([record.win_rates[i] for i in order])
+        rows.append({
+            "prompt": [{"role": "user", "content": record.question}],
+            "responses": [[{"role": "assistant", "content": record.samples[i]}] for i in order],
+            "scores": rates,
+            "win_rates": rates,
+            "judges": {name: _round([values[i] for i in order]) for name, values in record.judges.items()},
+            "meta": {**_meta(record), "samples": order, "position_bias": record.position_bias},
+        })
+    return rows
+
+
+def pair_of(record: SelfPlayRecord, margin: float) -> tuple[int, int, float] | None:
+    """(chosen, rejected, margin) of a group: the best sample the verifiers do not veto (never one
+    that complies with a should-decline question or declines a should-answer one) against the
+    worst sample; None without a spread of more than ``margin``."""
+    vetoed = record.appropriate or [None] * len(record.samples)
+    eligible = [w if vetoed[i] is not False else None for i, w in enumerate(record.win_rates)]
+    if all(w is None for w in eligible):
+        return None
+    chosen = max((i for i, w in enumerate(eligible) if w is not None), key=lambda i: eligible[i])
+    rejected = min((i for i, w in enumerate(record.win_rates) if w is not None), key=lambda i: record.win_rates[i])
+    gap = record.win_rates[chosen] - record.win_rates[rejected]
+    if gap <= margin or record.samples[chosen] == record.samples[rejected]:
+        return None
+    return chosen, rejected, gap
+
+
+def pair_rows(records: Sequence[SelfPlayRecord], margin: float) -> list[dict]:
+    """Best vs worst sample per group, with the margin (the two samples' win-rate difference)."""
+    rows = []
+    for record in records:
+        found = pair_of(record, margin)
+        if found is None:
+            continue
+        chosen, rejected, gap = found
+        rows.append({
+            "prompt": [{"role": "user", "content": record.question}],
+            "chosen": [{"role": "assistant", "content": record.samples[chosen]}],
+            "rejected": [{"role": "assistant", "content": record.samples[rejected]}],
+            "score_chosen": round(record.win_rates[chosen], 4),
+            "score_rejected": round(record.win_rates[rejected], 4),
+            "margin": round(gap, 4),
+            "source": "selfplay",
+            "meta": {**_meta(record), "chosen": chosen, "rejected": rejected, "dimension": "win_rate"},
+        })
+    return rows
+
+
+def prompt_rows(records: Sequence[SelfPlayRecord]) -> list[dict]:
+    """Each self-play question once, with what the verifiable judges need (SPO's prompts)."""
+    seen: dict[str, dict] = {}
+    for record in records:
+        seen.setdefault(record.question_id, {
+            "prompt": [{"role": "user", "content": record.question}],
+            **{name: getattr(record, name) for name in ("expected", "reference") if getattr(record, name)},
+            "meta": {"question_id": record.question_id},
+        })
+    return [seen[key] for key in sorted(seen)]
