@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from align.config import DPOConfig, SFTConfig, TrainConfig
+from align.config import DPOConfig, SFTConfig, SPOConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -63,5 +63,17 @@ register_method(
             "SFT JSONL ({prompt, completion} or {messages}, TRL's conversational formats), "
             "or a run directory (uses RUN/export/sft.jsonl)"
         ),
+    )
+)
+register_method(
+    Method(
+        name="spo",
+        config=SPOConfig,
+        trainer="align.spo:SPOTrainer",
+        description="SPO, online: K samples per prompt, reward = in-group win rate under the judges, GRPO + KL.",
+        data_help=(
+            "prompts JSONL ({prompt, expected?, reference?}), or a run directory (uses RUN/export/prompts.jsonl)"
+        ),
+        summary=("loss", "reward", "kl", "zero_spread_share"),
     )
 )
