@@ -13,8 +13,8 @@ from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 
-from agents.prompts import revision_messages
 from agents.files import write_atomic
+from agents.prompts import revision_messages
 from sandbox import selfplay
 from sandbox.backscatter import AnswerRecord, RatingRecord, ScoreRecord, final_answers, mean_peer_rating
 from sandbox.store import RunStore, WorldStore, jsonl

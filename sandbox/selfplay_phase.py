@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 import networkx as nx
 
 from agents.prompts import OBSERVER_PERSONA
-
 from sandbox.context import RunContext
 from sandbox.engine import Producer, gather
 from sandbox.records import Phase, Record

@@ -11,6 +11,7 @@ import pytest
 
 from agents.backends.hf import HFBackend
 from agents.prompts import pairwise_messages
+from sandbox.engine import Scheduler
 from sandbox.selfplay import (
     Judge,
     Opponent,
@@ -25,7 +26,6 @@ from sandbox.selfplay import (
     selfplay_group,
     win_rates,
 )
-from sandbox.engine import Scheduler
 
 # -- the pure core ----------------------------------------------------------------------------
 
