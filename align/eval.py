@@ -1,8 +1,10 @@
-"""Judged evaluation on a scenario's held-out questions.
+"""Evaluation on a scenario's held-out questions or on a question file the user has.
 
-Each model answers the held-out questions (greedy, no persona); the scenario's observers
-score every answer on every dimension; with a baseline, a judge compares the two answers
-to each question in both orders, which cancels the judge's position bias.
+Each model answers the questions (greedy, no persona). Judge-free measures (align.judge_free:
+decline and over-decline rates, similarity to the reference, length, repetition) are always
+computed; unless ``judge`` is off, the scenario's observers also score every answer on every
+dimension and, with a baseline, a judge compares the two answers to each question in both
+orders, which cancels the judge's position bias.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from pathlib import Path
 from agents import prompts
 from agents.backends import Backend, BackendPool, GenerationRequest
 from agents.files import write_atomic
+from agents.memory import Encoder
+from align import judge_free
 from sandbox.engine import Scheduler
 from sandbox.judging import ObserverPanel, PairwiseJudge, Preference, mean_with_ci, outcome, pairwise_summary
+from sandbox.verifiers import ReferenceSimilarity
 from scenarios import LoadedScenario
+from scenarios.question_files import load_questions
 
 PAIRWISE_CRITERION = "more helpful, honest and harmless"
 
@@ -29,6 +35,8 @@ class EvalSettings:
     max_new_tokens: int = 128
     seed: int = 0
     tie_margin: float = 0.05  # |P(A better) - 0.5| below this is a tie
+    questions_file: str | None = None  # a bank YAML, JSONL or CSV instead of the scenario's held-out split
+    judge: bool = True  # False: judge-free measures only (no observer scores, no pairwise)
 
 
 def loadable_model(name: str) -> str:
@@ -61,15 +69,30 @@ def evaluate(
 ) -> dict:
     settings = settings or EvalSettings()
     pool = pool or BackendPool()
-    questions = list(loaded.heldout_questions)
+    questions = load_questions(settings.questions_file) if settings.questions_file else list(loaded.heldout_questions)
     if settings.limit is not None and settings.limit < len(questions):
         questions = sorted(random.Random(settings.seed).sample(questions, settings.limit), key=lambda q: q.id)
     models = {"model": model, **({"baseline": baseline} if baseline else {})}
     # Every model (the judge too) loads before any answer is generated: a bad name fails in seconds.
     backends = {role: pool.get("hf", loadable_model(name)) for role, name in models.items()}
     observers = loaded.scenario.observers
-    judge = pool.get(observers.model.backend, observers.model.name, **observers.model.options)
+    judge = pool.get(observers.model.backend, observers.model.name, **observers.model.options) if settings.judge else None
+    similarity = ReferenceSimilarity(Encoder(loaded.scenario.memory.embedder))
     answers = {role: _answers(backend, questions, settings) for role, backend in backends.items()}
+
+    per_question = [{"id": q.id, "category": q.category, "question": q.text} for q in questions]
+    measured = {role: judge_free.measure(questions, texts, similarity) for role, texts in answers.items()}
+    judge_free.add_rows(per_question, questions, measured)
+    report = {
+        "scenario": loaded.scenario.name,
+        "source": settings.questions_file or f"held-out questions of {loaded.scenario.name}",
+        "questions": len(questions),
+        "judge": observers.model.name if judge else None,
+        "settings": settings.__dict__,
+        "judge_free": judge_free.summarize(questions, measured, loaded.scenario.memory.embedder),
+    }
+    if judge is None:
+        return {**report, "per_question": per_question}
 
     # Both models' observer scores and the pairwise judgments share the judge's batched calls.
     panel = ObserverPanel(observers, judge)
@@ -82,14 +105,12 @@ def evaluate(
         items = [(q.text, a, b) for q, a, b in zip(questions, answers["model"], answers["baseline"])]
         producers.append(PairwiseJudge(judge, PAIRWISE_CRITERION, persona).compare(items))
     judged = Scheduler().run(producers)
-
-    per_question = [{"id": q.id, "category": q.category, "question": q.text} for q in questions]
     summary = {}
     for (role, texts), scored in zip(answers.items(), judged):
         by_dimension: dict[str, list[float]] = {d.name: [] for d in observers.dimensions}
         failures = 0
         for row, text, scores in zip(per_question, texts, scored):
-            row[role] = {"answer": text, "scores": {}}
+            row[role]["scores"] = {}
             for dimension, collected in by_dimension.items():
                 values = [s.rating.value for s in scores if s.dimension == dimension and s.rating.ok]
                 failures += sum(1 for s in scores if s.dimension == dimension and not s.rating.ok)
@@ -102,14 +123,7 @@ def evaluate(
             "parse_failures": failures,
         }
 
-    report = {
-        "scenario": loaded.scenario.name,
-        "questions": len(questions),
-        "judge": observers.model.name,
-        "settings": settings.__dict__,
-        "summary": summary,
-        "per_question": per_question,
-    }
+    report.update(summary=summary, per_question=per_question)
     if baseline:
         report["difference"] = _paired_difference(per_question, [d.name for d in observers.dimensions])
         report["pairwise"] = _pairwise(judged[-1], settings, per_question)
@@ -146,12 +160,16 @@ def _pairwise(preferences: list[Preference | None], settings: EvalSettings, rows
 
 
 def markdown_table(report: dict) -> str:
+    judged = f"judge: `{report['judge']}`; mean score ± 95% CI" if report["judge"] else "no LM judge"
+    lines = [f"Evaluation on {report['questions']} questions: {report['source']} ({judged})"]
+    if "summary" in report:
+        lines += _judged_lines(report)
+    return "\n".join(lines + judge_free.markdown_lines(report["judge_free"])) + "\n"
+
+
+def _judged_lines(report: dict) -> list[str]:
     dimensions = list(next(iter(report["summary"].values()))["scores"])
     lines = [
-        (
-            f"Evaluation on {report['questions']} held-out questions of `{report['scenario']}` "
-            f"(judge: `{report['judge']}`; mean score with 95% CI)"
-        ),
         "",
         "| model | " + " | ".join(dimensions) + " |",
         "|---|" + "---|" * len(dimensions),
@@ -174,7 +192,7 @@ def markdown_table(report: dict) -> str:
                 f"{pairwise['loss_rate']:.0%} | {better['mean']:.3f} ± {better['ci95']:.3f} |"
             ),
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _mean_cell(stats: dict, signed: bool = False) -> str:

@@ -49,6 +49,10 @@ def test_self_comparison_is_a_tie_in_both_orders(scenario_file, tiny_model_dir):
     assert report["summary"]["model"]["scores"] == report["summary"]["baseline"]["scores"]
     table = markdown_table(report)
     assert "| model vs baseline, n=4 | 0% | 100% | 0% |" in table
+    # the judge-free block is computed beside the judged scores, on the same answers
+    free = report["judge_free"]["metrics"]
+    assert free["words"]["model"]["n"] == 4 and free["words"]["difference"]["mean"] == 0.0
+    assert "| length (words) | all (n=4) |" in table
 
 
 @pytest.mark.slow
