@@ -15,8 +15,8 @@ from pathlib import Path
 
 from agents.files import write_atomic
 from agents.prompts import revision_messages
-from sandbox import selfplay
 from sandbox.backscatter import AnswerRecord, RatingRecord, ScoreRecord, final_answers, mean_peer_rating
+from sandbox.selfplay import pair_rows, prompt_rows, ranked_rows
 from sandbox.store import RunStore, WorldStore, jsonl
 from scenarios import Scenario
 
@@ -102,7 +102,7 @@ class Exporter:
                 high, low = (a, b) if self.score[a.id] >= self.score[b.id] else (b, a)
                 if self.score[high.id] - self.score[low.id] >= self.margin:
                     pairs.append(self._pair(high, low, "cross-agent"))
-        return pairs + selfplay.pair_rows(self.selfplay, self.selfplay_margin)
+        return pairs + pair_rows(self.selfplay, self.selfplay_margin)
 
     def ranked(self) -> list[dict]:
         by_question = self._scored_by_question()
@@ -116,7 +116,7 @@ class Exporter:
                 "meta": {"question_id": question_id, "answers": [self._meta(a) for a in answers],
                          "dimension": self.dimension},
             })
-        return rows + selfplay.ranked_rows(self.selfplay)
+        return rows + ranked_rows(self.selfplay)
 
     def critiques(self) -> list[dict]:
         answers = {a.id: a for a in self.answers}
@@ -195,7 +195,7 @@ def export_run(run_dir: str | Path) -> dict[str, int]:
         produced["critiques"] += exporter.critiques()
         produced["sft"] += exporter.sft()
         produced["ratings"] += exporter.ratings_rows()
-        produced["prompts"] += selfplay.prompt_rows(exporter.selfplay)
+        produced["prompts"] += prompt_rows(exporter.selfplay)
     out = store.root / EXPORT_DIR
     out.mkdir(exist_ok=True)
     for kind, rows in produced.items():
