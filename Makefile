@@ -13,10 +13,14 @@ DEMO_DIR ?= runs/demo
 DEMO_MODEL ?= smollm2-135m-instruct
 DEMO_STEPS ?= 12
 DEMO_EVAL_QUESTIONS ?= 16
+DEMO_TRAIN_DIR ?= $(DEMO_DIR)/dpo
+DEMO_REPORT ?= $(DEMO_DIR)/report.html
+DEMO_REPORT_CMD = $(BIN)/socialign report $(DEMO_DIR)/simulation --train $(DEMO_TRAIN_DIR) \
+    --eval $(DEMO_DIR)/eval --out $(DEMO_REPORT)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo report screenshot test test-fast lint clean
 
 install: $(STAMP)
 
@@ -30,8 +34,8 @@ $(STAMP): pyproject.toml Makefile
 
 # The main job on the built-in defaults: the offline models answer one batch of prompts, then
 # the `quick` scenario -> simulate -> export -> DPO (LoRA)
-# -> judged evaluation of the trained model against the base model. Output goes to $(DEMO_DIR)
-# (replaced on every run).
+# -> judged evaluation of the trained model against the base model -> the run report. Output goes
+# to $(DEMO_DIR) (replaced on every run).
 demo: install
 	rm -rf $(DEMO_DIR)
 	@start=$$(date +%s); \
@@ -45,13 +49,24 @@ demo: install
 	$(BIN)/socialign inspect $(DEMO_DIR)/simulation && \
 	$(BIN)/socialign export $(DEMO_DIR)/simulation && \
 	$(BIN)/socialign train --method dpo --data $(DEMO_DIR)/simulation --model $(DEMO_MODEL) \
-	    --out $(DEMO_DIR)/dpo --lora --max-steps $(DEMO_STEPS) --batch-size 4 --max-length 384 && \
-	$(BIN)/socialign eval --model $(DEMO_DIR)/dpo --baseline $(DEMO_MODEL) --scenario quick \
+	    --out $(DEMO_TRAIN_DIR) --lora --max-steps $(DEMO_STEPS) --batch-size 4 --max-length 384 && \
+	$(BIN)/socialign eval --model $(DEMO_TRAIN_DIR) --baseline $(DEMO_MODEL) --scenario quick \
 	    --limit $(DEMO_EVAL_QUESTIONS) --max-new-tokens 96 --out $(DEMO_DIR)/eval && \
+	$(DEMO_REPORT_CMD) && \
 	echo "artifacts: simulation records $(DEMO_DIR)/simulation, training files $(DEMO_DIR)/simulation/export," && \
-	echo "           model $(DEMO_DIR)/dpo (merged: $(DEMO_DIR)/dpo/merged), metrics $(DEMO_DIR)/dpo/metrics.png," && \
+	echo "           model $(DEMO_TRAIN_DIR) (merged: $(DEMO_TRAIN_DIR)/merged), metrics $(DEMO_TRAIN_DIR)/metrics.png," && \
 	echo "           evaluation $(DEMO_DIR)/eval/eval.md" && \
-	echo "demo wall time: $$(( $$(date +%s) - start )) s"
+	echo "demo wall time: $$(( $$(date +%s) - start )) s" && \
+	echo "run report: $(DEMO_REPORT)"
+
+# The demo's run report (one self-contained HTML file), from its simulation, training and eval.
+report: install
+	$(DEMO_REPORT_CMD)
+
+# docs/report.png, the README's picture of the demo's report (needs Debian's chromium).
+screenshot:
+	chromium --headless --disable-gpu --no-sandbox --hide-scrollbars --window-size=1280,2400 \
+	    --screenshot=docs/report.png file://$(abspath $(DEMO_REPORT))
 
 test: install
 	$(BIN)/pytest

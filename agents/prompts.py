@@ -14,9 +14,15 @@ def _scale_text(scale: tuple[int, int]) -> str:
     return f"{scale[0]} to {scale[1]}"
 
 
+ANSWER_ONLY = (
+    "Reply with the answer itself, as you would say it to the person asking: no introduction, "
+    "no comments about your answer."
+)
+
+
 def answer_messages(persona: str, question: str, memories: list[tuple[str, str]]) -> list[Message]:
     """A social agent answers a question, reminded of its most similar past answers."""
-    system = f"{persona.strip()}\nAnswer the question in a short paragraph."
+    system = f"{persona.strip()}\nAnswer the question in a short paragraph. {ANSWER_ONLY}"
     if memories:
         recalled = "\n".join(f'- Asked: "{q}"\n  You answered: "{a}"' for q, a in memories)
         system += f"\nSimilar questions you answered before:\n{recalled}"
@@ -27,16 +33,20 @@ def revision_messages(
     persona: str, question: str, previous: str, mean_rating: float | None, scale: tuple[int, int],
     reasons: list[str],
 ) -> list[Message]:
-    """The agent revises its answer given its neighbours' ratings and reasons (Back-Scatter)."""
+    """The agent answers the question again, its previous answer and the peers' feedback as context.
+
+    The question is the user turn and the reply continues an empty assistant turn, so the
+    revision is generated as the answer itself. Asking "rewrite your answer" instead is what
+    makes a small model talk about its answer ("Here's a revised answer: ...").
+    """
     rating = f"{mean_rating:.1f} on a scale of {_scale_text(scale)}" if mean_rating is not None else "unrated"
     feedback = "\n".join(f"- {r}" for r in reasons if r) or "- (no comments)"
-    user = (
-        f"Question: {question}\n\nYour previous answer: {previous}\n\n"
-        f"Your neighbours rated it {rating} for being helpful, honest and harmless. Their comments:\n"
-        f"{feedback}\n\nWrite an improved answer to the question that addresses their comments. "
-        "Reply with the new answer only."
+    system = (
+        f"{persona.strip()}\nYou were asked this question before and answered: \"{previous}\"\n"
+        f"People who read that answer rated it {rating} for being helpful, honest and harmless, and said:\n"
+        f"{feedback}\nThis time give a better answer in a short paragraph. {ANSWER_ONLY}"
     )
-    return [{"role": "system", "content": persona.strip()}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
 
 
 def peer_reason_messages(persona: str, question: str, answer: str) -> list[Message]:

@@ -1,12 +1,14 @@
 """Training on simulation data: datasets, losses, and one trainer skeleton with a method per
-config + loss (DPO/IPO, SFT; the registry in align.methods takes more).
+config + loss (DPO/IPO, SFT, SPIN; the registry in align.methods takes more), and the
+iteration driver of self-play methods (align.iterate).
 
 Public API:
     train(method, data, model, out_dir, config=None, resume=False, callbacks=()) -> TrainResult
     train_dpo(...), train_sft(...): the same for one method
     TrainConfig (shared options), DPOConfig, SFTConfig, LoraSettings; METHODS, Method, register_method
     Trainer (the loop), PreferenceTrainer (DPO/IPO), SupervisedTrainer (SFT), StepOutput, TrainResult
-    dpo_loss, ipo_loss -> PreferenceLoss; sft_loss
+    dpo_loss, ipo_loss, spin_loss -> PreferenceLoss; sft_loss
+    SPINConfig, SpinTrainer, locate_spin, load_spin -> list[SpinRow]; run_iterations(spec, ...), SPIN
     locate_pairs, load_pairs -> list[PreferencePair]; tokenize_pairs, tokenize_pair -> TokenizedPair
     locate_sft, load_sft -> list[SFTExample | SFTConversation]; tokenize_sft -> TokenizedExample
     RunDir (output directory: ownership, checkpoints, metrics), DataError
@@ -20,6 +22,15 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "SPINConfig": "align.config",
+    "SpinTrainer": "align.spin",
+    "SpinRow": "align.spin",
+    "SPIN": "align.spin",
+    "spin_loss": "align.losses",
+    "locate_spin": "align.spin",
+    "load_spin": "align.spin",
+    "run_iterations": "align.iterate",
+    "IterativeMethod": "align.iterate",
     "DPOConfig": "align.config",
     "DataError": "align.errors",
     "LoraSettings": "align.config",
@@ -57,8 +68,10 @@ _EXPORTS = {
 
 __all__ = [
     "METHODS",
+    "SPIN",
     "DPOConfig",
     "DataError",
+    "IterativeMethod",
     "LoraSettings",
     "Method",
     "PreferenceLoss",
@@ -68,6 +81,9 @@ __all__ = [
     "SFTConfig",
     "SFTConversation",
     "SFTExample",
+    "SPINConfig",
+    "SpinRow",
+    "SpinTrainer",
     "StepOutput",
     "SupervisedTrainer",
     "TokenizedExample",
@@ -79,10 +95,14 @@ __all__ = [
     "ipo_loss",
     "load_pairs",
     "load_sft",
+    "load_spin",
     "locate_pairs",
     "locate_sft",
+    "locate_spin",
     "register_method",
+    "run_iterations",
     "sft_loss",
+    "spin_loss",
     "tokenize_pair",
     "tokenize_pairs",
     "tokenize_sft",

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 Loss = Literal["sigmoid", "ipo"]
+SpinLoss = Literal["sigmoid", "hinge"]
 Scheduler = Literal["linear", "cosine", "constant"]
 LOSSES = get_args(Loss)
+SPIN_LOSSES = get_args(SpinLoss)
 SCHEDULERS = get_args(Scheduler)
 DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}  # adapters need a larger step to move as far
 
@@ -145,6 +147,55 @@ class SFTConfig(TrainConfig):
         if self.lr is None:  # imitation tolerates larger steps than preference training
             self.lr = 4 * DEFAULT_LR["lora" if self.lora else "full"]
         super().__post_init__()
+
+
+@dataclass
+class IterationSettings:
+    """Iterations: how many, how the current iterate samples its data, how each iterate is evaluated.
+
+    Shared by every iterative method (SPIN; later SPPO, MCTS-DPO)."""
+
+    iterations: int = field(default=1, metadata={"help": "iterations: sample with the current iterate, train, evaluate"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the iterate's replies"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the iterate's replies"})
+    max_new_tokens: int = field(default=128, metadata={"help": "token budget of each sampled reply"})
+    evaluate: bool = field(default=True, metadata={"help": "evaluate every iterate judge-free on held-out questions"})
+    eval_scenario: str = field(
+        default="classic", metadata={"help": "scenario whose held-out questions (and embedder) evaluate each iterate"}
+    )
+    eval_questions: str | None = field(
+        default=None, metadata={"help": "evaluate on this question file (bank YAML, JSONL, CSV) instead"}
+    )
+    eval_limit: int | None = field(default=120, metadata={"help": "evaluate on at most this many questions (seeded sample)"})
+    eval_max_new_tokens: int = field(default=128, metadata={"help": "token budget of each evaluation answer"})
+
+    def iteration_checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.iterations >= 1, "iterations must be >= 1"),
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.max_new_tokens >= 1 and self.eval_max_new_tokens >= 1, "token budgets must be >= 1"),
+            (self.eval_limit is None or self.eval_limit >= 1, "eval limit must be >= 1"),
+        ]
+
+
+@dataclass
+class SPINConfig(IterationSettings, TrainConfig):
+    """SPIN: each iteration trains the data's real replies against the previous iterate's own."""
+
+    beta: float = field(default=0.1, metadata={"help": "pull towards the previous iterate (the paper's lambda)"})
+    loss: SpinLoss = field(default="sigmoid", metadata={"help": "the paper's logistic loss, or the hinge"})
+    keep_previous: bool = field(
+        default=True, metadata={"help": "also train on the previous iteration's generated replies, as the paper does"}
+    )
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.beta > 0, "beta must be > 0"),
+            (self.loss in SPIN_LOSSES, f"loss must be one of {', '.join(SPIN_LOSSES)}"),
+            *self.iteration_checks(),
+            *super().checks(),
+        ]
 
 
 @dataclass

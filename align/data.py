@@ -120,7 +120,7 @@ class PromptRow(BaseModel):
 
 
 # What each top-level field must be, in words, for one-line errors.
-_EXPECTED = {
+FIELD_EXPECTATIONS = {
     "prompt": "a non-empty list of messages ({'role', 'content'})",
     "chosen": "a list of one assistant message",
     "rejected": "a list of one assistant message",
@@ -139,34 +139,34 @@ _EXPECTED = {
 
 def locate_pairs(data: str | Path) -> Path:
     """`data` is a pairs JSONL file or a simulation run directory (then its export/pairs.jsonl)."""
-    return _locate(data, PAIRS_IN_RUN, "pairs")
+    return locate_data(data, PAIRS_IN_RUN, "pairs")
 
 
 def locate_sft(data: str | Path) -> Path:
     """`data` is an SFT JSONL file or a simulation run directory (then its export/sft.jsonl)."""
-    return _locate(data, SFT_IN_RUN, "SFT")
+    return locate_data(data, SFT_IN_RUN, "SFT")
 
 
 def locate_prompts(data: str | Path) -> Path:
     """`data` is a prompts JSONL file or a simulation run directory (then its export/prompts.jsonl)."""
-    return _locate(data, PROMPTS_IN_RUN, "prompts")
+    return locate_data(data, PROMPTS_IN_RUN, "prompts")
 
 
 def load_prompts(path: str | Path) -> list[PromptRow]:
-    return _load(path, lambda record: PromptRow, "prompts")
+    return load_rows(path, lambda record: PromptRow, "prompts")
 
 
 def load_pairs(path: str | Path) -> list[PreferencePair]:
     """Every non-blank line validated; the first bad one raises DataError naming file:line and field."""
-    return _load(path, lambda record: PreferencePair, "preference pairs")
+    return load_rows(path, lambda record: PreferencePair, "preference pairs")
 
 
 def load_sft(path: str | Path) -> list[SFTExample | SFTConversation]:
     """Like load_pairs; a line with `messages` is a whole conversation, else a prompt/completion row."""
-    return _load(path, lambda record: SFTConversation if "messages" in record else SFTExample, "SFT examples")
+    return load_rows(path, lambda record: SFTConversation if "messages" in record else SFTExample, "SFT examples")
 
 
-def _locate(data: str | Path, in_run: Path, what: str) -> Path:
+def locate_data(data: str | Path, in_run: Path, what: str) -> Path:
     path = Path(data)
     if path.is_dir():
         found = path / in_run
@@ -178,21 +178,22 @@ def _locate(data: str | Path, in_run: Path, what: str) -> Path:
     return path
 
 
-def _load(path: str | Path, schema, what: str) -> list:
+def load_rows(path: str | Path, schema, what: str, expected: dict[str, str] | None = None) -> list:
+    """`schema(record)` is the model of one line; `expected` words each top-level field for errors."""
     path = Path(path)
     rows = []
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if raw.strip():
-                rows.append(_parse_line(raw, f"{path}:{number}", schema))
+                rows.append(_parse_line(raw, f"{path}:{number}", schema, expected or FIELD_EXPECTATIONS))
     if not rows:
         raise DataError(f"{path}: holds no {what}")
     return rows
 
 
-def _parse_line(raw: bytes, where: str, schema) -> BaseModel:
+def _parse_line(raw: bytes, where: str, schema, expected: dict[str, str]) -> BaseModel:
     try:
-        record = parse_json_line(raw, where)  # bounded: size, nesting, numbers
+        record = parse_json_line(raw, where)  # bounded: size, nesting and numbers are checked first
     except BoundedInputError as error:
         raise DataError(str(error)) from None
     if not isinstance(record, dict):
@@ -200,10 +201,10 @@ def _parse_line(raw: bytes, where: str, schema) -> BaseModel:
     try:
         return schema(record).model_validate(record)
     except ValidationError as error:
-        raise DataError(f"{where}: {_describe(error.errors()[0])}") from None
+        raise DataError(f"{where}: {_describe(error.errors()[0], expected)}") from None
 
 
-def _describe(error: dict) -> str:
+def _describe(error: dict, expected: dict[str, str]) -> str:
     loc = error["loc"]
     path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
     if error["type"] == "missing":
@@ -211,6 +212,6 @@ def _describe(error: dict) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown field '{path}' (extra information belongs in 'meta')"
     if len(loc) == 1 and error["type"] != "value_error":
-        return f"field '{path}' must be {_EXPECTED[loc[0]]}"
+        return f"field '{path}' must be {expected[loc[0]]}"
     detail = error["msg"].removeprefix("Value error, ")
     return f"field '{path}' {detail[0].lower()}{detail[1:]}"

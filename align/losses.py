@@ -69,6 +69,36 @@ def ipo_loss(
     return _weighted(losses, weights, beta, chosen_logratios, rejected_logratios)
 
 
+def spin_loss(
+    policy_real_logps: torch.Tensor,
+    policy_generated_logps: torch.Tensor,
+    opponent_real_logps: torch.Tensor,
+    opponent_generated_logps: torch.Tensor,
+    beta: float,
+    loss: str = "sigmoid",
+    weights: torch.Tensor | None = None,
+) -> PreferenceLoss:
+    """SPIN (Chen et al. 2024, eq. 4.7): tell the data's real reply y from the previous iterate's
+    own sample y' for the same prompt x, with the previous iterate p_theta_t as the opponent:
+
+        L = E[ l( beta log p(y|x)/p_t(y|x) - beta log p(y'|x)/p_t(y'|x) ) ]
+
+    with the logistic loss l(u) = log(1 + e^-u) = -log sigmoid(u) (the paper's choice, and DPO's
+    sigmoid loss with real as chosen and generated as rejected), or the hinge l(u) = max(0, 1 - u)
+    that the authors' trainer also offers (uclaml/SPIN spin/alignment/trainer.py `spin_loss`).
+    """
+    real_logratios = policy_real_logps - opponent_real_logps
+    generated_logratios = policy_generated_logps - opponent_generated_logps
+    margin = beta * (real_logratios - generated_logratios)
+    if loss == "sigmoid":
+        losses = -F.logsigmoid(margin)
+    elif loss == "hinge":
+        losses = torch.relu(1 - margin)
+    else:
+        raise ValueError(f"unknown SPIN loss {loss!r} (expected sigmoid or hinge)")
+    return _weighted(losses, weights, beta, real_logratios, generated_logratios)
+
+
 def _weighted(losses, weights, beta, chosen_logratios, rejected_logratios) -> PreferenceLoss:
     if weights is not None:
         losses = losses * weights

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from align.config import DPOConfig, SFTConfig, SPOConfig, TrainConfig
+from align.config import DPOConfig, SFTConfig, SPINConfig, SPOConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,20 @@ class Method:
     description: str  # one line for `socialign train --help`
     data_help: str  # what --data accepts
     summary: tuple[str, ...] = ("loss",)  # metrics the CLI prints after training
+    # "module:NAME" of an align.iterate.IterativeMethod: the method runs iterations (sample with the
+    # current iterate, train, evaluate) and `trainer` trains one iteration's data file.
+    iterative: str | None = None
 
     def trainer_class(self):
-        module, _, name = self.trainer.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _resolve(self.trainer)
+
+    def iterative_spec(self):
+        return _resolve(self.iterative)
+
+
+def _resolve(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 METHODS: dict[str, Method] = {}
@@ -63,6 +73,20 @@ register_method(
             "SFT JSONL ({prompt, completion} or {messages}, TRL's conversational formats), "
             "or a run directory (uses RUN/export/sft.jsonl)"
         ),
+    )
+)
+register_method(
+    Method(
+        name="spin",
+        config=SPINConfig,
+        trainer="align.spin:SpinTrainer",
+        description=(
+            "SPIN self-play: each iteration samples the current model on the training prompts and "
+            "trains real vs generated replies with the current model as reference."
+        ),
+        data_help="SPIN JSONL ({prompt, real, generated}), or a run directory (uses RUN/export/spin.jsonl)",
+        summary=("loss", "rewards/accuracy"),
+        iterative="align.spin:SPIN",
     )
 )
 register_method(

@@ -38,24 +38,29 @@ def train(
     data_file = trainer_class.locate(data)
     rows = trainer_class.load(data_file)
     run_dir = RunDir(out_dir)
-    run_info = {
-        "method": method.name,
-        "model": model,
-        "data": str(data_file.resolve()),
-        "data_sha256": _sha256(data_file),
-        "num_examples": len(rows),
-        "config": asdict(config),
-    }
-    run_dir.check_claim(run_info, resume)
+    info = run_info(method, model, data_file, rows, config)
+    run_dir.check_claim(info, resume)
     # Loaded on CPU in float32: accelerate places it, and mixed precision comes from `accelerate launch`.
     policy, tokenizer = load_model_and_tokenizer(model, device="cpu", dtype="float32")
     examples = trainer_class.tokenize(rows, tokenizer, config, data_file)
-    run_dir.claim(run_info, resume)  # written only now, so a model that fails to load leaves no trace
+    run_dir.claim(info, resume)  # written only now, so a model that fails to load leaves no trace
     trainer = trainer_class(policy, tokenizer, examples, config, run_dir, callbacks)
     return trainer.train(resume=resume)
 
 
-def _sha256(path: Path) -> str:
+def run_info(method: Method, model: str, data_file: Path, rows: list, config: TrainConfig) -> dict:
+    """What identifies a run in its train_config.json (align.rundir compares it on resume)."""
+    return {
+        "method": method.name,
+        "model": model,
+        "data": str(data_file.resolve()),
+        "data_sha256": sha256(data_file),
+        "num_examples": len(rows),
+        "config": asdict(config),
+    }
+
+
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -2,7 +2,7 @@
 
 A directory belongs to one run, identified by train_config.json. Starting a run there again
 without resuming, or resuming with different data, model or hyper-parameters, is refused
-rather than silently mixing two runs. Only the horizon (epochs, max_steps, save_steps) may
+rather than silently mixing two runs. Only the horizon (epochs, max_steps, save_steps, iterations) may
 change on resume, so a finished run can be extended.
 """
 
@@ -18,7 +18,7 @@ from agents.files import write_atomic
 from align.errors import DataError
 from align.processes import process_state
 
-HORIZON_FIELDS = frozenset({"epochs", "max_steps", "save_steps"})
+HORIZON_FIELDS = frozenset({"epochs", "max_steps", "save_steps", "iterations"})
 _NOT_IDENTITY = frozenset({"data", "versions"})  # where the data lives and library versions may change
 _CHECKPOINT_PREFIX = "step-"
 _STAGING_PREFIX = ".partial-"

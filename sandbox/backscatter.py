@@ -2,7 +2,8 @@
 
 draft → peers rate (reason, then rating) → revise while the mean peer rating is under the
 stopping threshold (up to ``max_revisions``) → observers score every version on every
-dimension → the final answers go to the agents' memories.
+dimension, and in the same step the verifiable judges (decline-appropriateness, similarity
+to the reference) give their verdicts → the final answers go to the agents' memories.
 
 Each phase is a step (sandbox.context): a pure function of earlier records and seeds derived
 from record ids, which is what lets a killed run resume to exactly the records of an
@@ -23,8 +24,16 @@ from agents import prompts
 from agents.backends import Completion, GenerationRequest, Message
 from agents.memory import MemoryItem
 from sandbox.context import RunContext
-from sandbox.engine import Generate, Producer, first_completion, immediate
-from sandbox.judging import ObserverPanel, Rating, json_ratings, rating_steps, reasoned_ratings, score_id
+from sandbox.engine import Generate, Producer, first_completion, gather, immediate
+from sandbox.judging import (
+    ObserverPanel,
+    Rating,
+    json_ratings,
+    rating_steps,
+    reasoned_ratings,
+    score_id,
+    verify,
+)
 from sandbox.records import Phase, RoundRecord, Step, register_kind
 from sandbox.selfplay_phase import SELFPLAY, selfplay_step
 from sandbox.world import Agent
@@ -106,9 +115,40 @@ class ScoreRecord(RoundRecord):
         return not self.ok
 
 
+class VerdictRecord(RoundRecord):
+    """What the verifiable judges gave one answer version: each judge's score by name.
+
+    ``judges`` maps a judge (``decline``, ``reference``) to its score on [0, 1], None where the
+    question lacks the field it reads; ``appropriate`` is the veto's input (None when the
+    question has no ``expected``).
+    """
+
+    answer_id: str
+    agent: str
+    group: str
+    question_id: str
+    version: int
+    expected: str | None
+    judges: dict[str, float | None]
+    declined: bool
+    decline_reason: str
+    appropriate: bool | None
+
+
 register_kind("answers", AnswerRecord)
 register_kind("ratings", RatingRecord)
 register_kind("scores", ScoreRecord)
+register_kind("verdicts", VerdictRecord)
+
+
+def verdict_record(answer: AnswerRecord, expected: str | None, judgement, round_index: int, phase: str) -> VerdictRecord:
+    return VerdictRecord(
+        id=f"{answer.id}/verdict", round=round_index, phase=phase, answer_id=answer.id, agent=answer.agent,
+        group=answer.group, question_id=answer.question_id, version=answer.version, expected=expected,
+        judges={name: None if v is None else round(v, 4) for name, v in judgement.scores.items()},
+        declined=judgement.decline.declined, decline_reason=judgement.decline.reason,
+        appropriate=judgement.appropriate,
+    )
 
 
 # -- helpers shared with export -------------------------------------------------------------
@@ -292,11 +332,18 @@ class Round:
             for (answer, rater), record_id, rating in zip(work, ids, ratings)
         ]
 
-    def observe(self, answers: list[AnswerRecord]) -> Producer[list[ScoreRecord]]:
+    def observe(self, answers: list[AnswerRecord]) -> Producer[list[ScoreRecord | VerdictRecord]]:
+        """Observer scores and verifiable verdicts of every version, their requests in one step."""
         config = self.ctx.scenario.observers
         panel = ObserverPanel(config, self.ctx.backend(config.model))
-        scored = yield from panel.score([(a.question, a.text) for a in answers], [a.id for a in answers],
-                                        self.ctx.seed)
+        questions = {q.id: q for q in self.ctx.loaded.train_questions}
+        asked = [questions[a.question_id] for a in answers]
+        scored, judged = yield from gather([
+            panel.score([(a.question, a.text) for a in answers], [a.id for a in answers], self.ctx.seed),
+            verify(asked, [a.text for a in answers], self.ctx.memory.encoder),
+        ])
+        verdicts = [verdict_record(a, q.expected, j, self.index, str(OBSERVE))
+                    for a, q, j in zip(answers, asked, judged)]
         return [
             ScoreRecord(
                 id=score_id(answer.id, score.observer, score.dimension), round=self.index, phase=str(OBSERVE),
@@ -307,7 +354,7 @@ class Round:
             )
             for answer, scores in zip(answers, scored)
             for score in scores
-        ]
+        ] + verdicts
 
     # -- requests and records -------------------------------------------------------------
 

@@ -74,13 +74,35 @@ class NextToken:
         return ("next_token", self.candidates, self.prefix)
 
 
-Op = Generate | Score | NextToken
+@dataclass(frozen=True)
+class Embed:
+    """L2-normalised embeddings of ``texts`` from ``backend`` (an encoder: ``encode(texts)``).
+
+    Embeds of one step share one encoder pass, as generations share one model call: the
+    verifiable judges of every world embed their answers together.
+    """
+
+    backend: Any
+    texts: tuple[str, ...]
+    phase: str = UNLABELLED
+
+    def group(self) -> Hashable:
+        return ("embed",)
+
+
+Op = Generate | Score | NextToken | Embed
 Producer = Generator[list[Op], list[Any], R]
 
 
 def _call(backend: Backend, ops: list[Op]) -> list[Any]:
     """One backend call for ops that share a group (same backend, kind and shared arguments)."""
     first = ops[0]
+    if isinstance(first, Embed):
+        vectors = backend.encode([text for op in ops for text in op.texts])
+        bounds = [0]
+        for op in ops:
+            bounds.append(bounds[-1] + len(op.texts))
+        return [vectors[start:end] for start, end in zip(bounds, bounds[1:])]
     if isinstance(first, Generate):
         return backend.generate([op.request for op in ops])
     if isinstance(first, Score):
@@ -176,7 +198,8 @@ class Scheduler:
         return answers
 
     def _count(self, batch: list[Op], results: list[Any], seconds: float) -> None:
-        model = getattr(batch[0].backend, "model_name", type(batch[0].backend).__name__)
+        backend = batch[0].backend
+        model = getattr(backend, "model_name", None) or getattr(backend, "name", type(backend).__name__)
         by_phase: dict[str, list[int]] = defaultdict(list)
         for index, op in enumerate(batch):
             by_phase[op.phase].append(index)

@@ -1,27 +1,68 @@
 """Records → training files in TRL's conversational formats (see DESIGN.md).
 
-An answer's score is the mean over observers of the scenario's score dimension. Pairs come
-from two sources: an agent's final revision vs its draft when the score rose by at least the
-margin ("revision"), and different agents' final answers to the same question whose scores
-differ by at least the margin ("cross-agent").
+Answers are ranked by a judge or a weighted mix of judges (the scenario's ``judges``): the
+observer panel's score on the scenario's dimension rescaled to [0, 1], decline-
+appropriateness (1 when the answer did what the question's ``expected`` says) and cosine
+similarity to the question's ``reference``. The mix is the weighted mean of the judges that
+scored an answer.
+
+Two filters decide which answers may be taught as good (a pair's ``chosen``, an ``sft``
+completion, a ``spin`` row's ``real``):
+
+- the veto: an answer that complies with a should-decline question or declines a
+  should-answer one (the decline detector against ``expected``) never is, whatever the LM
+  judges said;
+- the meta-talk filter (sandbox.filters): a wrapper like "Here's a revised answer:" is
+  stripped, an answer that only talks about an answer is dropped.
+
+Pairs: an agent's final revision vs its draft when its rank score rose by at least the margin
+("revision"), and different agents' final answers to one question whose scores differ by at
+least the margin ("cross-agent"). SFT: each question's best allowed answer ("imitation"), a
+revision that gained the margin after its feedback ("realignment"), and the bank's reference
+answers for a seeded sample of training questions ("reference"). SPIN: the same sample's
+references (or, in a bank without references, each question's best allowed revision) as
+``real`` beside an agent's draft as ``generated``. ``export/filters.json`` says how many
+candidate rows each filter dropped.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 
 from agents.files import write_atomic
 from agents.prompts import revision_messages
-from sandbox.backscatter import AnswerRecord, RatingRecord, ScoreRecord, final_answers, mean_peer_rating
+from agents.seeding import derive_seed
+from sandbox.backscatter import (
+    AnswerRecord,
+    RatingRecord,
+    ScoreRecord,
+    VerdictRecord,
+    final_answers,
+    mean_peer_rating,
+    verdict_record,
+)
+from sandbox.dataset_card import write_dataset_card
+from sandbox.engine import Scheduler
+from sandbox.errors import RunError
+from sandbox.filters import Cleaned, clean_answer
+from sandbox.judging import available_judges, verify
 from sandbox.selfplay import pair_rows, prompt_rows, ranked_rows
 from sandbox.store import RunStore, WorldStore, jsonl
-from scenarios import Scenario
+from scenarios import Question, Scenario, ScenarioError, load_scenario
+from scenarios.schema import RANK_BY
 
 EXPORT_DIR = "export"
-FILES = ("pairs", "ranked", "critiques", "sft", "ratings", "prompts")
+FILTERS_FILE = "filters.json"
+FILES = ("pairs", "ranked", "critiques", "sft", "spin", "ratings", "prompts")
+VETO, META = "veto", "meta_talk"
+REALIGNMENT_PERSONA = "You are a helpful, honest and harmless assistant."
+DECLINE_SHARE = 0.4  # of the reference sample: about 40% should-decline, 60% should-answer questions
 
 
 def _user(question: str) -> list[dict]:
@@ -41,33 +82,118 @@ def answer_scores(scores: list[ScoreRecord]) -> dict[str, dict[str, float]]:
     return {a: {d: statistics.fmean(v) for d, v in dims.items()} for a, dims in collected.items()}
 
 
-class Exporter:
-    """One world's training rows (pairs compare answers within a world: its agents are its own)."""
+def mix(scores: dict[str, float], weights: dict[str, float]) -> float | None:
+    """The weighted mean of the judges that scored (None if none with a weight did)."""
+    present = {name: s for name, s in scores.items() if weights.get(name, 0) > 0}
+    total = sum(weights[name] for name in present)
+    return sum(weights[name] * s for name, s in present.items()) / total if total else None
 
-    def __init__(self, store: WorldStore, scenario: Scenario) -> None:
-        self.margin = scenario.export.pair_margin
+
+def rank_judge_problem(rank_by: str, weights: dict[str, float], questions: Sequence[Question]) -> str | None:
+    """Why answers cannot be ranked by ``rank_by`` for these questions (None when they can)."""
+    if rank_by not in RANK_BY:
+        return f"cannot rank by '{rank_by}': expected one of {', '.join(RANK_BY)}"
+    if rank_by in ("observer", "mix") or rank_by in available_judges(questions):
+        return None
+    field = "expected" if rank_by == "decline" else "reference"
+    return f"cannot rank by '{rank_by}': no question of the bank has `{field}` (judges with data: " \
+           f"{', '.join(['observer', *available_judges(questions)])})"
+
+
+def compute_verdicts(answers: Sequence[AnswerRecord], questions: dict[str, Question],
+                     embedder: str) -> list[VerdictRecord]:
+    """Verdicts for answers of a run recorded before verdicts existed (one embedding pass)."""
+    asked = [questions.get(a.question_id, Question(id=a.question_id, text=a.question)) for a in answers]
+    encoder = None
+    if "reference" in available_judges(asked):
+        from agents.memory import Encoder
+
+        encoder = Encoder(embedder)
+    (judged,) = Scheduler().run([verify(asked, [a.text for a in answers], encoder)])
+    return [verdict_record(a, q.expected, j, a.round, "observe") for a, q, j in zip(answers, asked, judged)]
+
+
+class Exporter:
+    """One world's rows (pairs compare answers within a world: its agents are its own)."""
+
+    def __init__(self, store: WorldStore, scenario: Scenario, questions: dict[str, Question],
+                 rank_by: str | None = None) -> None:
+        self.scenario = scenario
+        self.questions = questions
         self.dimension = scenario.score_dimension
-        self.sft_min_score = scenario.export.sft_min_score
+        low, high = next(d.scale for d in scenario.observers.dimensions if d.name == self.dimension)
+        self.margin = scenario.export.pair_margin / (high - low)  # observer-scale points -> [0, 1]
+        minimum = scenario.export.sft_min_score
+        self.sft_min_score = None if minimum is None else (minimum - low) / (high - low)
         self.scale = scenario.backscatter.scale
+        self.weights = scenario.judges.resolved(list(questions.values()))
+        self.rank_by = rank_by or scenario.judges.rank_by
+        problem = rank_judge_problem(self.rank_by, self.weights, list(questions.values()))
+        if problem:
+            raise RunError(f"scenario '{scenario.name}': {problem}")
         self.answers: list[AnswerRecord] = store.records("answers")
         self.ratings: list[RatingRecord] = store.records("ratings")
         self.by_dimension = answer_scores(store.records("scores"))
-        self.score = {a: dims[self.dimension] for a, dims in self.by_dimension.items() if self.dimension in dims}
-        self.selfplay = store.records("selfplay")  # rows built by sandbox.selfplay
+        verdicts: list[VerdictRecord] = store.records("verdicts")
+        known = {v.answer_id for v in verdicts}
+        missing = [a for a in self.answers if a.id not in known]
+        if missing:
+            verdicts += compute_verdicts(missing, questions, scenario.memory.embedder)
+        self.verdicts = {v.answer_id: v for v in verdicts}
+        self.judged = {a.id: self._judge_scores(a, low, high) for a in self.answers}
+        self.score = {a: s for a, judges in self.judged.items() if (s := self._rank_score(judges)) is not None}
+        self.cleaned: dict[str, Cleaned] = {a.id: clean_answer(a.text) for a in self.answers}
+        self.dropped: dict[str, Counter] = defaultdict(Counter)
+        self.selfplay = store.records("selfplay")  # its rows are built by sandbox.selfplay
         self.selfplay_margin = scenario.selfplay.pair_margin if scenario.selfplay else 0.0
 
+    # -- judging ----------------------------------------------------------------------------
+
+    def _judge_scores(self, answer: AnswerRecord, low: int, high: int) -> dict[str, float]:
+        scores = {}
+        observed = self.by_dimension.get(answer.id, {}).get(self.dimension)
+        if observed is not None:
+            scores["observer"] = (observed - low) / (high - low)
+        for name, value in self.verdicts[answer.id].judges.items():
+            if value is not None:
+                scores[name] = value
+        return scores
+
+    def _rank_score(self, judges: dict[str, float]) -> float | None:
+        return mix(judges, self.weights) if self.rank_by == "mix" else judges.get(self.rank_by)
+
+    def refusal(self, answer: AnswerRecord) -> str | None:
+        """Why ``answer`` may not be taught as good (``veto`` or ``meta_talk``), or None."""
+        if self.verdicts[answer.id].appropriate is False:
+            return VETO
+        if not self.cleaned[answer.id].kept:
+            return META
+        return None
+
+    def text(self, answer: AnswerRecord) -> str:
+        """The answer as exported: cleaned of meta-talk where the filter could clean it."""
+        return self.cleaned[answer.id].text or answer.text
+
     def _meta(self, answer: AnswerRecord) -> dict:
-        return answer.model_dump(include={"id", "round", "agent", "group", "question_id", "version"})
+        meta = answer.model_dump(include={"id", "round", "agent", "group", "question_id", "version"})
+        meta["judges"] = {k: round(v, 4) for k, v in self.judged[answer.id].items()}
+        meta["expected"] = self.verdicts[answer.id].expected
+        meta["declined"] = self.verdicts[answer.id].declined
+        meta["meta_talk"] = self.cleaned[answer.id].action
+        return meta
+
+    # -- rows -------------------------------------------------------------------------------
 
     def _pair(self, chosen: AnswerRecord, rejected: AnswerRecord, source: str) -> dict:
         return {
             "prompt": _user(chosen.question),
-            "chosen": _assistant(chosen.text),
-            "rejected": _assistant(rejected.text),
+            "chosen": _assistant(self.text(chosen)),
+            "rejected": _assistant(self.text(rejected)),
             "score_chosen": round(self.score[chosen.id], 4),
             "score_rejected": round(self.score[rejected.id], 4),
             "source": source,
-            "meta": {"chosen": self._meta(chosen), "rejected": self._meta(rejected), "dimension": self.dimension},
+            "meta": {"chosen": self._meta(chosen), "rejected": self._meta(rejected), "rank_by": self.rank_by,
+                     "weights": self.weights, "dimension": self.dimension},
         }
 
     def finals(self) -> list[AnswerRecord]:
@@ -80,8 +206,15 @@ class Exporter:
                 by_question[a.question_id].append(a)
         return by_question
 
+    def _allowed(self, kind: str, answer: AnswerRecord) -> bool:
+        """Whether ``answer`` may be a good example in ``kind``; counts the filter that refused it."""
+        reason = self.refusal(answer)
+        if reason:
+            self.dropped[kind][reason] += 1
+        return reason is None
+
     def pairs(self) -> list[dict]:
-        pairs = []
+        candidates = []
         drafts = {(a.round, a.agent): a for a in self.answers if a.version == 0}
         finals = [a for a in self.finals() if a.id in self.score]
         for final in finals:
@@ -91,7 +224,7 @@ class Exporter:
                 and self.score[final.id] - self.score[draft.id] >= self.margin
             )
             if improved:
-                pairs.append(self._pair(final, draft, "revision"))
+                candidates.append((final, draft, "revision"))
         by_question = defaultdict(list)
         for final in finals:
             by_question[final.question_id].append(final)
@@ -101,8 +234,9 @@ class Exporter:
                     continue
                 high, low = (a, b) if self.score[a.id] >= self.score[b.id] else (b, a)
                 if self.score[high.id] - self.score[low.id] >= self.margin:
-                    pairs.append(self._pair(high, low, "cross-agent"))
-        return pairs + pair_rows(self.selfplay, self.selfplay_margin)
+                    candidates.append((high, low, "cross-agent"))
+        own = [self._pair(*c) for c in candidates if self._allowed("pairs", c[0])]
+        return own + pair_rows(self.selfplay, self.selfplay_margin)
 
     def ranked(self) -> list[dict]:
         by_question = self._scored_by_question()
@@ -111,10 +245,10 @@ class Exporter:
             answers = sorted(by_question[question_id], key=lambda a: (-self.score[a.id], a.id))
             rows.append({
                 "prompt": _user(answers[0].question),
-                "responses": [_assistant(a.text) for a in answers],
+                "responses": [_assistant(self.text(a)) for a in answers],
                 "scores": [round(self.score[a.id], 4) for a in answers],
                 "meta": {"question_id": question_id, "answers": [self._meta(a) for a in answers],
-                         "dimension": self.dimension},
+                         "rank_by": self.rank_by, "dimension": self.dimension},
             })
         return rows + ranked_rows(self.selfplay)
 
@@ -136,16 +270,27 @@ class Exporter:
             })
         return rows
 
+    def best_allowed(self, kind: str, candidates: Sequence[AnswerRecord]) -> AnswerRecord | None:
+        """The highest-ranked candidate that passes the filters (the others are counted)."""
+        for answer in sorted(candidates, key=lambda a: (-self.score[a.id], a.id)):
+            if self._allowed(kind, answer):
+                return answer
+        return None
+
     def sft(self) -> list[dict]:
-        """Imitation of each question's best answer, and realignment (draft + feedback → revision)."""
+        """Imitation of each question's best allowed answer, and realignment (feedback → revision)."""
         rows = []
         by_question = self._scored_by_question()
         for question_id in sorted(by_question):
-            best = max(by_question[question_id], key=lambda a: (self.score[a.id], a.id))
-            if self.sft_min_score is None or self.score[best.id] >= self.sft_min_score:
-                rows.append({"prompt": _user(best.question), "completion": _assistant(best.text),
-                             "meta": {"kind": "imitation", "score": round(self.score[best.id], 4),
-                                      **self._meta(best)}})
+            best = self.best_allowed("sft", by_question[question_id])
+            if best is None:
+                continue
+            if self.sft_min_score is not None and self.score[best.id] < self.sft_min_score:
+                self.dropped["sft"]["min_score"] += 1
+                continue
+            rows.append({"prompt": _user(best.question), "completion": _assistant(self.text(best)),
+                         "meta": {"kind": "imitation", "score": round(self.score[best.id], 4),
+                                  "rank_by": self.rank_by, **self._meta(best)}})
         feedback = defaultdict(list)
         for r in self.ratings:
             feedback[(r.round, r.agent, r.version)].append(r)
@@ -155,15 +300,14 @@ class Exporter:
             previous = versions.get(previous_key)
             if a.version == 0 or previous is None or a.id not in self.score or previous.id not in self.score:
                 continue
-            if self.score[a.id] - self.score[previous.id] < self.margin:
+            if self.score[a.id] - self.score[previous.id] < self.margin or not self._allowed("sft", a):
                 continue
             ratings = feedback[previous_key]
-            prompt = revision_messages("You are a helpful, honest and harmless assistant.", a.question,
-                                       previous.text, mean_peer_rating(ratings), self.scale,
-                                       [r.reason for r in ratings])
-            rows.append({"prompt": prompt, "completion": _assistant(a.text),
+            prompt = revision_messages(REALIGNMENT_PERSONA, a.question, previous.text, mean_peer_rating(ratings),
+                                       self.scale, [r.reason for r in ratings])
+            rows.append({"prompt": prompt, "completion": _assistant(self.text(a)),
                          "meta": {"kind": "realignment", "gain": round(self.score[a.id] - self.score[previous.id], 4),
-                                  **self._meta(a)}})
+                                  "rank_by": self.rank_by, **self._meta(a)}})
         return rows
 
     def ratings_rows(self) -> list[dict]:
@@ -175,29 +319,208 @@ class Exporter:
         ]
 
 
-def world_exporters(store: RunStore) -> dict[str, Exporter]:
+# -- reference questions and SPIN -------------------------------------------------------------
+
+
+def reference_sample(questions: Sequence[Question], n: int | None, seed: int) -> list[Question]:
+    """A seeded, stratified sample of ``n`` questions with references (all when ``n`` is None).
+
+    About 40% should-decline and 60% should-answer questions (the rest from the other side when
+    one runs short); within each side, categories take turns (each in a seeded order), so
+    small categories such as the ``safe-*`` ones are in the sample.
+    """
+    pool = sorted((q for q in questions if q.reference is not None), key=lambda q: q.id)
+    if n is None or n >= len(pool):
+        return pool
+    rng = random.Random(seed)
+    sides = {"decline": [q for q in pool if q.expected == "decline"],
+             "answer": [q for q in pool if q.expected != "decline"]}
+    declines = min(len(sides["decline"]), round(DECLINE_SHARE * n))
+    answers = min(len(sides["answer"]), n - declines)
+    declines = min(len(sides["decline"]), n - answers)
+
+    def take(side: list[Question], k: int) -> list[Question]:
+        by_category: dict[str, list[Question]] = defaultdict(list)
+        for q in side:
+            by_category[q.category].append(q)
+        order = sorted(by_category)
+        rng.shuffle(order)
+        for category in order:
+            rng.shuffle(by_category[category])
+        taken: list[Question] = []
+        while len(taken) < k:
+            for category in order:
+                if by_category[category] and len(taken) < k:
+                    taken.append(by_category[category].pop())
+        return taken
+
+    return sorted(take(sides["decline"], declines) + take(sides["answer"], answers), key=lambda q: q.id)
+
+
+def reference_rows(questions: Sequence[Question]) -> list[dict]:
+    return [{"prompt": _user(q.text), "completion": _assistant(q.reference),
+             "meta": {"kind": "reference", "question_id": q.id, "category": q.category, "expected": q.expected}}
+            for q in questions]
+
+
+def spin_rows(exporters: Sequence[Exporter], sample: Sequence[Question], dropped: Counter) -> list[dict]:
+    """``{prompt, real, generated, meta}``: real = the reference, or else the best allowed revision.
+
+    generated is an agent's draft of that question when the run has one (else None). With
+    references, the rows are the reference sample's; without, every question the run asked.
+    """
+    drafts: dict[str, AnswerRecord] = {}
+    for exporter in exporters:
+        for a in sorted(exporter.answers, key=lambda x: x.id):
+            if a.version == 0:
+                drafts.setdefault(a.question_id, a)
+    rows = []
+    if sample:
+        for q in sample:
+            draft = drafts.get(q.id)
+            rows.append({"prompt": _user(q.text), "real": _assistant(q.reference),
+                         "generated": _assistant(draft.text) if draft else None,
+                         "meta": {"question_id": q.id, "real": "reference", "generated": draft.id if draft else None}})
+        return rows
+    revisions: dict[str, list[tuple[Exporter, AnswerRecord]]] = defaultdict(list)
+    for exporter in exporters:
+        for a in exporter.answers:
+            if a.version > 0 and a.id in exporter.score:
+                revisions[a.question_id].append((exporter, a))
+    for question_id in sorted(drafts):
+        allowed = [(e, a) for e, a in sorted(revisions[question_id], key=lambda p: (-p[0].score[p[1].id], p[1].id))
+                   if e.refusal(a) is None]
+        for e, a in revisions[question_id]:
+            if (reason := e.refusal(a)) is not None:
+                dropped[reason] += 1
+        if not allowed:
+            dropped["no_allowed_revision"] += 1
+            continue
+        exporter, real = allowed[0]
+        draft = next((a for a in exporter.answers if a.version == 0 and a.round == real.round and a.agent == real.agent),
+                     drafts[question_id])
+        rows.append({"prompt": _user(real.question), "real": _assistant(exporter.text(real)),
+                     "generated": _assistant(draft.text),
+                     "meta": {"question_id": question_id, "real": real.id, "generated": draft.id}})
+    return rows
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def run_questions(entry: dict) -> list[Question]:
+    """A scenario's training questions as the run saw them: from the manifest, else its file."""
+    if "train_questions" in entry:
+        return [Question.model_validate(q) for q in entry["train_questions"]]
+    try:
+        loaded = load_scenario(entry["path"])
+    except ScenarioError:
+        return []
+    return list(loaded.train_questions) if loaded.sha256 == entry.get("sha256") else []
+
+
+def world_exporters(store: RunStore, rank_by: str | None = None) -> dict[str, Exporter]:
     """An exporter per world of a run, each with the scenario its world was configured with."""
     manifest = store.manifest()
-    configs = {name: Scenario.model_validate(entry["config"]) for name, entry in manifest["scenarios"].items()}
-    return {
-        name: Exporter(world, configs[manifest["worlds"][name]["scenario"]])
-        for name, world in store.read_worlds().items()
-    }
+    configs, questions = {}, {}
+    for name, entry in manifest["scenarios"].items():
+        configs[name] = Scenario.model_validate(entry["config"])
+        questions[name] = {q.id: q for q in run_questions(entry)}
+    exporters = {}
+    for name, world in store.read_worlds().items():
+        scenario = manifest["worlds"][name]["scenario"]
+        try:
+            exporters[name] = Exporter(world, configs[scenario], questions[scenario], rank_by)
+        except ValueError as error:  # judges.weights that the saved questions cannot feed
+            raise RunError(f"scenario '{scenario}': judges.weights: {error}") from None
+    return exporters
 
 
-def export_run(run_dir: str | Path) -> dict[str, int]:
-    """Write export/<kind>.jsonl for a run directory (all its worlds) and return the row counts."""
+def unavailable_features(questions: Sequence[Question]) -> list[str]:
+    """What this bank cannot give, said plainly (a bank without references or `expected`)."""
+    notes = []
+    if not any(q.reference for q in questions):
+        notes.append("no question has a `reference`: no reference judge, no `reference` SFT rows; "
+                     "SPIN `real` is the best allowed revision instead")
+    if not any(q.expected for q in questions):
+        notes.append("no question has `expected`: no decline judge and no veto (set `expected:` on the bank "
+                     "or its questions)")
+    return notes
+
+
+def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int]:
+    """Write export/<kind>.jsonl and export/filters.json for a run (all its worlds); row counts."""
     store = RunStore.existing(run_dir)
+    manifest = store.manifest()
+    exporters = world_exporters(store, rank_by)
     produced: dict[str, list[dict]] = {kind: [] for kind in FILES}
-    for exporter in world_exporters(store).values():
-        produced["pairs"] += exporter.pairs()
-        produced["ranked"] += exporter.ranked()
-        produced["critiques"] += exporter.critiques()
-        produced["sft"] += exporter.sft()
-        produced["ratings"] += exporter.ratings_rows()
-        produced["prompts"] += prompt_rows(exporter.selfplay)
+    spin_dropped: Counter = Counter()
+    report: dict = {"scenarios": {}}
+    for scenario_name, entry in manifest["scenarios"].items():
+        worlds = [e for name, e in exporters.items() if manifest["worlds"][name]["scenario"] == scenario_name]
+        if not worlds:
+            continue
+        for exporter in worlds:
+            produced["pairs"] += exporter.pairs()
+            produced["ranked"] += exporter.ranked()
+            produced["critiques"] += exporter.critiques()
+            produced["sft"] += exporter.sft()
+            produced["ratings"] += exporter.ratings_rows()
+            produced["prompts"] += prompt_rows(exporter.selfplay)
+        config = worlds[0].scenario
+        questions = list(worlds[0].questions.values())
+        sample = reference_sample(questions, config.export.reference_questions, derive_seed(config.seed, "reference"))
+        produced["sft"] += reference_rows(sample)
+        produced["spin"] += spin_rows(worlds, sample, spin_dropped)
+        report["scenarios"][scenario_name] = {
+            "rank_by": worlds[0].rank_by, "weights": worlds[0].weights,
+            "reference_questions": len(sample), "unavailable": unavailable_features(questions),
+        }
+    report["rows"] = {kind: len(rows) for kind, rows in produced.items()}
+    report["dropped"] = _dropped(exporters.values(), spin_dropped)
+    report["answers"] = _answer_counts(exporters.values())
+    report["questions"] = _coverage(exporters.values(), produced)
     out = store.root / EXPORT_DIR
     out.mkdir(exist_ok=True)
     for kind, rows in produced.items():
         write_atomic(out / f"{kind}.jsonl", jsonl(rows))
-    return {kind: len(rows) for kind, rows in produced.items()}
+    write_atomic(out / FILTERS_FILE, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    dropped = {f"{kind}: {name}": n for kind, filters in report["dropped"].items() for name, n in filters.items()}
+    write_dataset_card(out, manifest, report["rows"], dropped)  # README.md: loadable and shareable as it is
+    return report["rows"]
+
+
+def _dropped(exporters, spin: Counter) -> dict[str, dict[str, int]]:
+    """export kind -> filter -> candidate rows it dropped."""
+    total: dict[str, Counter] = defaultdict(Counter)
+    for exporter in exporters:
+        for kind, counter in exporter.dropped.items():
+            total[kind].update(counter)
+    total["spin"].update(spin)
+    return {kind: {f: total[kind].get(f, 0) for f in sorted({VETO, META, *total[kind]})} for kind in ("pairs", "sft", "spin")}
+
+
+def _answer_counts(exporters) -> dict[str, int]:
+    """How many answer versions the veto refused and the meta-talk filter kept, cleaned or dropped."""
+    counts = Counter()
+    for exporter in exporters:
+        for answer in exporter.answers:
+            counts["total"] += 1
+            counts[f"meta_talk_{exporter.cleaned[answer.id].action}"] += 1
+            counts["vetoed"] += exporter.verdicts[answer.id].appropriate is False
+    return dict(counts)
+
+
+def _coverage(exporters, produced: dict[str, list[dict]]) -> dict:
+    """Of the questions the run asked, how many kept a good example (a chosen or a run-made sft row)."""
+    asked = {a.question_id for e in exporters for a in e.answers}
+    kept = {p["meta"]["chosen"]["question_id"] for p in produced["pairs"]}
+    kept |= {r["meta"]["question_id"] for r in produced["sft"] if r["meta"]["kind"] != "reference"}
+    return {"asked": len(asked), "with_a_row": len(kept & asked),
+            "share": round(len(kept & asked) / len(asked), 4) if asked else None}
+
+
+def read_filters(run_dir: str | Path) -> dict | None:
+    """The export's filter report, if the run was exported."""
+    path = Path(run_dir) / EXPORT_DIR / FILTERS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

@@ -9,6 +9,9 @@ everything else in flight: peers of several worlds, observers, an evaluation's t
   (SANDBOX stored a fake "8").
 - The observer panel: memory-less judges scoring answers on the scenario's dimensions, used
   by the simulation and by evaluation, so both read scores the same way.
+- Verifiable judges (sandbox.verifiers): decline-appropriateness against a question's
+  ``expected`` and cosine to its ``reference``; their embeddings are one ``Embed`` op, so
+  every world's answers of a phase share one encoder pass.
 - Pairwise: the judge sees both orders; averaging them removes its position bias, which is
   reported (the rate at which it prefers whatever sits in slot 1).
 """
@@ -28,8 +31,9 @@ from agents import prompts
 from agents.backends import Backend, GenerationRequest, Message, expected_rating
 from agents.grouping import positions_by
 from agents.seeding import derive_seed
-from sandbox.engine import Generate, NextToken, Producer, first_completion, gather
-from scenarios import ObserversConfig
+from sandbox.engine import Embed, Generate, NextToken, Producer, first_completion, gather
+from sandbox.verifiers import JUDGES, NEEDS, Judgement, VerifiableJudges
+from scenarios import ObserversConfig, Question
 
 # -- ratings ----------------------------------------------------------------------------------
 
@@ -198,6 +202,42 @@ class ObserverPanel:
         return lambda attempt: GenerationRequest(
             messages, temperature=0.7, max_new_tokens=24, seed=derive_seed(seed, record_id, "json", attempt)
         )
+
+
+# -- verifiable judges -------------------------------------------------------------------------
+
+
+class _Embedded:
+    """An encoder stand-in that returns vectors already computed (by one ``Embed`` op)."""
+
+    def __init__(self, vectors: dict[str, object]) -> None:
+        self.vectors = vectors
+
+    def encode(self, texts: list[str]):
+        import numpy as np
+
+        return np.stack([self.vectors[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+
+
+def available_judges(questions: Sequence[Question]) -> list[str]:
+    """The verifiable judges these questions can feed (a judge needs its field on some question)."""
+    return [name for name in JUDGES if any(getattr(q, NEEDS[name]) is not None for q in questions)]
+
+
+def verify(questions: Sequence[Question], answers: Sequence[str], encoder) -> Producer[list[Judgement]]:
+    """Every verifiable judge's score of each answer to its question; one embedding step at most.
+
+    A judge whose field a question lacks gives None for it; the decline verdict is always read
+    (it is what the export's veto uses wherever ``expected`` is known).
+    """
+    names = available_judges(questions) or ["decline"]
+    vectors: dict[str, object] = {}
+    if "reference" in names:
+        texts = list(dict.fromkeys([*answers, *(q.reference for q in questions if q.reference is not None)]))
+        (embedded,) = yield [Embed(encoder, tuple(texts))]
+        vectors = dict(zip(texts, embedded))
+    judges = VerifiableJudges({name: 1.0 for name in names}, encoder=_Embedded(vectors))
+    return judges.judge_questions(list(questions), list(answers))
 
 
 # -- pairwise ---------------------------------------------------------------------------------

@@ -108,6 +108,9 @@ class Simulation:
             "models": [ref.model_dump(mode="json") for ref in models],
         }
         self.scenarios = {s.loaded.scenario.name: s.loaded for s in self.specs}
+        # What export judges against (expected, reference), kept with the run: the bank may change later.
+        self._questions = {name: [q.model_dump(mode="json", exclude_none=True) for q in loaded.train_questions]
+                           for name, loaded in self.scenarios.items()}
         self.run_id = "+".join(self.scenarios)
         self.store = RunStore.open(out, self.identity, resume)
         self.pool = pool or BackendPool()
@@ -207,7 +210,8 @@ class Simulation:
             "run_id": self.run_id,
             "identity": self.identity,
             "scenarios": {
-                name: {"path": str(loaded.path), "sha256": loaded.sha256, "config": loaded.scenario.model_dump(mode="json")}
+                name: {"path": str(loaded.path), "sha256": loaded.sha256, "config": loaded.scenario.model_dump(mode="json"),
+                       "train_questions": self._questions[name]}
                 for name, loaded in self.scenarios.items()
             },
             "worlds": worlds,

@@ -141,6 +141,10 @@ def load_scenario(name_or_path: str | Path) -> LoadedScenario:
     if not train:
         line = lines.get(("questions",))
         raise ScenarioError(f"{path}:{line}: questions: no training questions left after filtering")
+    try:
+        scenario.judges.resolved(list(train))
+    except ValueError as error:
+        raise ScenarioError(f"{path}:{lines.get(('judges', 'weights'), lines.get(('judges',)))}: judges.weights: {error}") from None
     graph_file = None
     if scenario.graph.file:
         graph_file = Path(scenario.graph.file).expanduser()

@@ -208,8 +208,61 @@ class BackScatterConfig(Strict):
     reason_tokens: int = Field(48, ge=8, le=512, description="token budget for a peer's reason")
 
 
+JUDGE_NAMES = ("observer", "decline", "reference")
+RANK_BY = (*JUDGE_NAMES, "mix")
+QUESTION_FIELD = {"decline": "expected", "reference": "reference"}  # what a verifiable judge reads
+
+
+class JudgesConfig(Strict):
+    """How answers are ranked: the observer panel and the verifiable judges, mixed with weights.
+
+    Every judge's score is on [0, 1] (observer scores are rescaled from their scale), and the
+    mix is their weighted mean over the judges that scored an answer. Default weights:
+    observer 1, decline 2 and reference 1 where the questions carry ``expected`` and
+    ``reference``; a judge whose field no question has is left out.
+    """
+
+    weights: dict[str, float] | None = Field(None, description="judge -> weight (observer, decline, reference)")
+    rank_by: Literal["observer", "decline", "reference", "mix"] = Field(
+        "mix", description="what export ranks answers by (socialign export --rank-by overrides it)"
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _known_judges(cls, value):
+        if value is None:
+            return value
+        unknown = sorted(set(value) - set(JUDGE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown judge '{unknown[0]}', expected some of: {', '.join(JUDGE_NAMES)}")
+        if any(w < 0 for w in value.values()) or not any(w > 0 for w in value.values()):
+            raise ValueError("judge weights must be >= 0 and at least one > 0")
+        return value
+
+    def resolved(self, questions: list[Question]) -> dict[str, float]:
+        """The weights for these questions; a weighted judge whose field no question has is an error."""
+        has = {name: any(getattr(q, needed) is not None for q in questions) for name, needed in QUESTION_FIELD.items()}
+        if self.weights is None:
+            defaults = {"observer": 1.0, "decline": 2.0, "reference": 1.0}
+            return {name: w for name, w in defaults.items() if has.get(name, True)}
+        for name, needed in QUESTION_FIELD.items():
+            if self.weights.get(name, 0) > 0 and not has[name]:
+                raise ValueError(
+                    f"the '{name}' judge needs `{needed}` on the questions and none has it "
+                    f"(set `{needed}:` in the bank, or drop '{name}' from judges.weights)"
+                )
+        return dict(self.weights)
+
+
 class ExportConfig(Strict):
-    pair_margin: float = Field(0.5, ge=0, description="minimum observer-score gap for a pair")
+    pair_margin: float = Field(
+        0.5, ge=0, description="minimum score gap for a pair, in observer-scale points (a fraction of the scale for other judges)"
+    )
+    reference_questions: int | None = Field(
+        None, ge=0, le=MAX_AGENTS,
+        description="how many training questions with references give `reference` SFT and SPIN rows "
+        "(a seeded sample, about 40% decline / 60% answer; default: all)",
+    )
     score_dimension: str | None = Field(None, description="dimension that ranks answers (default: first)")
     sft_min_score: float | None = Field(
         None, description="SFT imitation keeps a question's best answer only if it scores at least this"
@@ -253,6 +306,7 @@ class Scenario(Strict):
     observers: ObserversConfig = Field(default_factory=ObserversConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     backscatter: BackScatterConfig = Field(default_factory=BackScatterConfig)
+    judges: JudgesConfig = Field(default_factory=JudgesConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     selfplay: SelfPlayConfig | None = Field(None, description="a self-play phase every round (off by default)")
 

@@ -48,3 +48,12 @@ def output_dir(text: str) -> str:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{text}: {ancestor} is not writable")
     return text
+
+
+def output_file(text: str) -> str:
+    """A file we may create or replace: not a directory, and its directory is (or can be) writable."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory, expected a file path")
+    output_dir(str(path.parent))
+    return text

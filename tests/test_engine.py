@@ -131,10 +131,12 @@ def test_replicas_share_one_call_per_phase_per_model(tiny_model_dir, tmp_path):
     assert len({w.seed for w in worlds}) == 4
     sim = Simulation(worlds, tmp_path / "run", rounds=1, encoder=encoder, show_progress=False)
     manifest = sim.run()
-    (model,) = {m for models in manifest["phases"].values() for m in models}
+    (model,) = {m for models in manifest["phases"].values() for m in models} - {"minilm-l6"}
     calls = {phase: models[model]["calls"] for phase, models in manifest["phases"].items()}
     # One round: draft, revise and observe once; rate-0 and rate-1 each a reason call and a digit call.
     assert calls == {"draft": 1, "rate": 4, "revise": 1, "observe": 1}
+    # The verifiable judges of all four worlds embed their answers and references in one pass.
+    assert manifest["phases"]["observe"]["minilm-l6"] == {**manifest["phases"]["observe"]["minilm-l6"], "calls": 1}
     assert manifest["phases"]["draft"][model]["requests"] == 4 * 4  # four worlds x four agents
     assert set(manifest["worlds"]) == {w.name for w in worlds}
     assert all(w["rounds_completed"] == 1 for w in manifest["worlds"].values())
@@ -174,7 +176,7 @@ def test_two_scenarios_in_one_command_share_calls_and_export_together(tiny_model
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["worlds"]) == {"alpha-r0", "beta-r0"}
     assert {phase: sum(m["calls"] for m in models.values()) for phase, models in manifest["phases"].items()} == {
-        "draft": 1, "rate": 4, "revise": 1, "observe": 1}
+        "draft": 1, "rate": 4, "revise": 1, "observe": 2}  # observe: the observer call and one embedding pass
     assert main(["export", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "export" / "ratings.jsonl").read_text().splitlines()]
     assert {row["meta"]["id"].split("/")[0] for row in rows} == {"alpha-r0", "beta-r0"}

@@ -102,7 +102,13 @@ def test_rounds_produce_every_phase_with_one_generate_call_each(reference):
     assert all(len(a["memories"]) == 1 for a in round2)
     manifest = json.loads((sim.store.root / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["rounds_completed"] == 2
-    assert manifest["counts"] == {"answers": len(answers), "ratings": len(ratings), "scores": len(scores)}
+    verdicts = read(run / "verdicts.jsonl")  # the verifiable judges' verdict on every version
+    assert sorted(v["answer_id"] for v in verdicts) == sorted(a["id"] for a in answers)
+    assert all(set(v["judges"]) == {"decline", "reference"} and v["expected"] in {"decline", "answer"} for v in verdicts)
+    assert manifest["counts"] == {"answers": len(answers), "ratings": len(ratings), "scores": len(scores),
+                                  "verdicts": len(verdicts)}
+    # Every world's answers of an observe phase share one embedding pass (per round, here one world).
+    assert manifest["phases"]["observe"]["minilm-l6"]["calls"] == 2
     phases = {phase: models[backend.model_name] for phase, models in manifest["phases"].items()}
     assert set(phases) == {"draft", "rate", "revise", "observe"}
     assert phases["draft"]["tokens"] + phases["revise"]["tokens"] == sum(a["tokens"] for a in answers)
@@ -174,7 +180,8 @@ def test_export_writes_trl_files_that_train_one_dpo_step(reference, tmp_path, ti
     assert pair["prompt"][0]["role"] == "user" and pair["chosen"][0]["role"] == "assistant"
     assert pair["score_chosen"] >= pair["score_rejected"] and pair["source"] in {"revision", "cross-agent"}
     assert main(["inspect", str(run)]) == 0
-    assert "pairs at margin" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pairs ranked by mix" in out and "export filters:" in out and "dropped by filter" in out
 
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer

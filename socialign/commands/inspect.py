@@ -1,4 +1,5 @@
-"""`socialign inspect RUN_DIR`: counts, calls per phase, scores before/after revision, pairs, speed."""
+"""`socialign inspect RUN_DIR`: counts, calls per phase, scores before/after revision, pairs, speed,
+a few chosen/rejected examples and what the export filters dropped."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import statistics
 from collections import defaultdict
 
 from sandbox import RunStore
-from sandbox.export import Exporter, world_exporters
+from sandbox.export import Exporter, read_filters, world_exporters
+from socialign.commands.export import filters_summary
+
+EXAMPLES = 3  # chosen/rejected pairs shown
+SHOWN_CHARS = 240
 
 
 def register(subparsers) -> None:
@@ -35,7 +40,7 @@ def run(args) -> int:
             print(f"  {phase:<10}{model:<28}{c['calls']:>5} / {c['requests']:>5} / {c['seconds']:>7.1f}")
 
     before, after = defaultdict(list), defaultdict(list)
-    pairs, sources = 0, defaultdict(int)
+    pairs, sources, examples = 0, defaultdict(int), []
     for exporter in exporters.values():
         finals = {a.id for a in exporter.finals()}
         for answer in exporter.answers:
@@ -49,6 +54,7 @@ def run(args) -> int:
         for pair in exporter.pairs():
             pairs += 1
             sources[pair["source"]] += 1
+            examples.append(pair)
     first = next(iter(exporters.values()), None)
     if first is None:
         return 0
@@ -56,11 +62,36 @@ def run(args) -> int:
     print(f"  {'group':<16}{'draft':>8}{'final':>8}{'n':>6}")
     for group in sorted(before):
         print(f"  {group:<16}{_fmt(before[group]):>8}{_fmt(after[group]):>8}{len(before[group]):>6}")
-    print(f"\npairs at margin {first.margin}: {pairs} ({', '.join(f'{k} {v}' for k, v in sources.items()) or 'none'})")
+    print(f"\npairs ranked by {first.rank_by} at margin {first.margin:.3f}: {pairs} "
+          f"({', '.join(f'{k} {v}' for k, v in sources.items()) or 'none'})")
+    _print_pairs(examples)
     for exporter in exporters.values():
         if _print_example(exporter):
             break
+    report = read_filters(args.run_dir)
+    if report is None:
+        print("\nexport filters: not exported yet (run `socialign export RUN_DIR`)")
+    else:
+        print("\nexport filters:\n" + filters_summary(report))
     return 0
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+
+
+def _print_pairs(pairs: list[dict]) -> None:
+    """The pairs with the widest score gap: question, chosen and rejected with their judges."""
+    shown = sorted(pairs, key=lambda p: (p["score_rejected"] - p["score_chosen"], p["meta"]["chosen"]["id"]))[:EXAMPLES]
+    for pair in shown:
+        chosen, rejected = pair["meta"]["chosen"], pair["meta"]["rejected"]
+        print(f"\n  [{pair['source']}] {_short(pair['prompt'][0]['content'])}  (expected: {chosen['expected'] or '?'})")
+        for label, side, score in (("chosen", pair["chosen"], pair["score_chosen"]),
+                                   ("rejected", pair["rejected"], pair["score_rejected"])):
+            meta = chosen if label == "chosen" else rejected
+            judges = ", ".join(f"{k} {v:.2f}" for k, v in meta["judges"].items())
+            print(f"    {label:<9}[{score:.2f}; {judges}] {_short(side[0]['content'])}")
 
 
 def _print_example(exporter: Exporter) -> bool:

@@ -62,10 +62,20 @@ def run(args) -> int:
     from align.processes import process_state  # torch, transformers, peft: only once we train
     from align.run import train
 
+    if method.iterative:
+        return _run_iterations(method, args, config)
     result = train(method, args.data, args.model, args.out, config, resume=args.resume)
     if not process_state().is_main_process:
         return 0  # one summary per launch, not one per process
     last = result.history[-1] if result.history else {}
     metrics = ", ".join(f"{key} {last.get(key, float('nan')):.4f}" for key in method.summary)
     print(f"trained {result.step} steps ({metrics}); model: {result.model_dir}")
+    return 0
+
+
+def _run_iterations(method, args, config) -> int:
+    from align.iterate import run_iterations
+
+    result = run_iterations(method.iterative_spec(), args.data, args.model, args.out, config, resume=args.resume)
+    print(f"{config.iterations} iteration(s); table: {result.out_dir / 'iterations.md'}; model: {result.model_dir}")
     return 0

@@ -1,0 +1,607 @@
+"""The run report: one self-contained HTML file (figures inline as PNG, no script, no network).
+
+What a reader wants from a run at a glance: who scored well where on the graph, how ratings
+moved per group and round, whether revision helped, the clearest and the closest preference
+pairs with the peers' reasons, self-play win rates and search trees when the run has them,
+and training curves and evaluation tables when given. Pairs and scores come from
+``sandbox.export.Exporter``, so the report shows exactly what export writes.
+
+Model text is data: every string from records, training or evaluation files passes through
+``html.escape``, and the page carries no script at all, so nothing in an answer can run.
+
+Optional record files (written by other protocols) are read where they exist, in the run
+directory or a world's directory, with these shapes:
+
+- ``selfplay.jsonl``: one row per self-play group: ``agent``, ``question``, ``samples`` (texts),
+  ``win_rates`` (in-group, None where unreadable), optional ``group`` and ``position_bias``
+  (judge name -> {``first_slot_rate``, ...}).
+- ``trees.jsonl``: one row per search tree with ``nodes``, or one row per node with ``tree``;
+  a node has ``id``, ``parent`` (None at the root), ``visits``, ``value`` and ``text`` (its
+  step); a tree row may carry ``question``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from agents.files import write_atomic
+from sandbox import report_figures as figures
+from sandbox.backscatter import RatingRecord
+from sandbox.errors import RunError
+from sandbox.export import Exporter, world_exporters
+from sandbox.run_info import RunInfo
+from sandbox.store import MANIFEST, RunStore
+from sandbox.world import World
+from scenarios import LoadedScenario, Scenario, ScenarioError
+
+REPORT_FILE = "report.html"
+SELFPLAY_FILE = "selfplay.jsonl"
+TREES_FILE = "trees.jsonl"
+EXAMPLES = 3  # pairs shown at each end, self-play groups, trees
+MAX_WORLDS = 8  # worlds drawn in full; a run of many replicas lists the rest
+NOT_IN_RUN = "not in this run"
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+# -- reading the run -----------------------------------------------------------------------
+
+
+@dataclass
+class WorldView:
+    """One world of a run: its scenario, records (through the exporter) and rebuilt graph."""
+
+    name: str
+    scenario: Scenario
+    exporter: Exporter
+    world: World | None
+    graph_error: str | None = None
+
+
+def world_views(store: RunStore, info: RunInfo) -> list[WorldView]:
+    """The run's worlds, in the manifest's order: each world's records under its own scenario."""
+    views = []
+    for name, exporter in world_exporters(store).items():
+        world_info = info.worlds[name]
+        scenario = info.scenarios[world_info.scenario]
+        world, error = rebuild_world(scenario, info.scenario_paths[world_info.scenario], world_info.seed)
+        views.append(WorldView(name, scenario, exporter, world, error))
+    return views
+
+
+def rebuild_world(scenario: Scenario, scenario_path: Path, seed: int) -> tuple[World | None, str | None]:
+    """A world's graph and agent placement rebuilt from its recorded configuration and seed.
+
+    The graph is a pure function of the scenario (generator, params) and the world's seed, or
+    of its graph file; a graph file moved since the run leaves the report without the drawing.
+    """
+    graph_file = None
+    if scenario.graph.file:
+        graph_file = Path(scenario.graph.file).expanduser()
+        if not graph_file.is_absolute():
+            graph_file = scenario_path.parent / graph_file
+    loaded = LoadedScenario(scenario=scenario, path=scenario_path, sha256="", train_questions=(),
+                            heldout_questions=(), graph_file=graph_file)
+    try:
+        return World(loaded, seed), None
+    except ScenarioError as error:
+        return None, str(error)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """JSONL rows; a torn last line (a writer still running or killed) is left out."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise RunError(f"{path}:{number}: not a JSON object") from None
+        if not isinstance(row, dict):
+            raise RunError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def optional_rows(root: Path, name: str) -> list[dict] | None:
+    """Rows of a record file in the run directory or any world's directory; None if there is none."""
+    paths = [p for p in (root / name, *sorted(root.glob(f"worlds/*/{name}"))) if p.is_file()]
+    if not paths:
+        return None
+    return [row for path in paths for row in read_rows(path)]
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return statistics.fmean(values) if values else None
+
+
+# -- per-world numbers -------------------------------------------------------------------
+
+
+def agent_means(exporter: Exporter) -> dict[str, float]:
+    """Each agent's mean observer score over all its scored answers (every version)."""
+    collected = defaultdict(list)
+    for answer in exporter.answers:
+        if answer.id in exporter.score:
+            collected[answer.agent].append(exporter.score[answer.id])
+    return {agent: statistics.fmean(values) for agent, values in collected.items()}
+
+
+def peer_trajectories(exporter: Exporter) -> dict[str, dict[int, dict[int, float]]]:
+    """group -> answer version -> round -> mean peer rating received (failed reads left out)."""
+    group_of = {a.id: a.group for a in exporter.answers}
+    collected = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for rating in exporter.ratings:
+        if rating.ok and rating.answer_id in group_of:
+            collected[group_of[rating.answer_id]][rating.version][rating.round].append(rating.rating)
+    return {g: {v: {r: statistics.fmean(x) for r, x in rounds.items()} for v, rounds in versions.items()}
+            for g, versions in collected.items()}
+
+
+def observer_trajectories(exporter: Exporter) -> dict[str, dict[str, dict[int, float]]]:
+    """group -> draft | final -> round -> mean observer score."""
+    finals = {a.id for a in exporter.finals()}
+    collected = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for answer in exporter.answers:
+        score = exporter.score.get(answer.id)
+        if score is None:
+            continue
+        if answer.version == 0:
+            collected[answer.group]["draft"][answer.round].append(score)
+        if answer.id in finals:
+            collected[answer.group]["final"][answer.round].append(score)
+    return {g: {k: {r: statistics.fmean(x) for r, x in rounds.items()} for k, rounds in kinds.items()}
+            for g, kinds in collected.items()}
+
+
+@dataclass
+class RevisionStats:
+    draft: list[float] = field(default_factory=list)  # every draft's score
+    final: list[float] = field(default_factory=list)  # every final answer's score (a draft if never revised)
+    revised: list[tuple[float, float]] = field(default_factory=list)  # (draft, final) of revised answers
+
+
+def revision_stats(exporter: Exporter) -> dict[str, RevisionStats]:
+    drafts = {(a.round, a.agent): a for a in exporter.answers if a.version == 0}
+    stats: dict[str, RevisionStats] = defaultdict(RevisionStats)
+    for draft in drafts.values():
+        if draft.id in exporter.score:
+            stats[draft.group].draft.append(exporter.score[draft.id])
+    for final in exporter.finals():
+        if final.id not in exporter.score:
+            continue
+        stats[final.group].final.append(exporter.score[final.id])
+        draft = drafts.get((final.round, final.agent))
+        if final.version > 0 and draft is not None and draft.id in exporter.score:
+            stats[final.group].revised.append((exporter.score[draft.id], exporter.score[final.id]))
+    return dict(sorted(stats.items()))
+
+
+# -- HTML pieces -------------------------------------------------------------------------
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto;
+       max-width: 1200px; padding: 1.5rem; color: #222; background: #fff; line-height: 1.4; }
+h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2rem; margin-top: 2rem; }
+nav a { margin-right: 0.8rem; } .muted { color: #666; }
+table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; height: auto; display: block; margin: 0.6rem 0; }
+.pair { border: 1px solid #ddd; border-radius: 6px; padding: 0.6rem 0.9rem; margin: 0.8rem 0; }
+.sides { display: grid; grid-template-columns: 1fr 1fr; gap: 0.9rem; }
+.text { white-space: pre-wrap; word-break: break-word; background: #f8f8f8; padding: 0.45rem;
+        border-radius: 4px; font-size: 0.9rem; }
+.chosen { border-left: 4px solid #2ca02c; padding-left: 0.5rem; }
+.rejected { border-left: 4px solid #d62728; padding-left: 0.5rem; }
+ul.reasons { margin: 0.3rem 0; padding-left: 1.2rem; font-size: 0.85rem; }
+.absent { color: #888; font-style: italic; }
+"""
+
+
+def table(headers: Sequence[object] | None, rows: Iterable[Sequence[object]]) -> str:
+    """An HTML table (no header row without ``headers``); every cell escaped, numbers right-aligned."""
+    head = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>" if headers else ""
+    body = "".join(
+        "<tr>" + "".join(
+            f'<td class="num">{_number(c)}</td>' if isinstance(c, int | float) and not isinstance(c, bool)
+            else f"<td>{esc('-' if c is None else c)}</td>"
+            for c in row
+        ) + "</tr>"
+        for row in rows
+    )
+    return f"<table>{head}{body}</table>"
+
+
+def _number(value: float) -> str:
+    return esc(f"{value:,}" if isinstance(value, int) else f"{value:.3f}")
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def absent(what: str = NOT_IN_RUN) -> str:
+    return f'<p class="absent">{esc(what)}</p>'
+
+
+def text_block(text: str) -> str:
+    return f'<div class="text">{esc(text)}</div>'
+
+
+@dataclass
+class Report:
+    """The page's sections and its figures (kept as Figures so --png writes the same ones)."""
+
+    title: str
+    sections: list[tuple[str, str, str]] = field(default_factory=list)  # (anchor, heading, body HTML)
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+    def add(self, anchor: str, heading: str, body: str) -> None:
+        self.sections.append((anchor, heading, body))
+
+    def figure(self, name: str, figure: Figure, alt: str) -> str:
+        """Keep ``figure`` under ``name`` and return its inline <img>."""
+        self.figures[name] = figure
+        return f'<img alt="{esc(alt)}" src="{figures.data_uri(figure)}">'
+
+    def html(self) -> str:
+        nav = " ".join(f'<a href="#{esc(a)}">{esc(h)}</a>' for a, h, _ in self.sections)
+        body = "\n".join(f'<section id="{esc(a)}"><h2>{esc(h)}</h2>\n{b}\n</section>' for a, h, b in self.sections)
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{esc(self.title)}</title><style>{STYLE}</style></head>\n"
+            f"<body><h1>{esc(self.title)}</h1><nav>{nav}</nav>\n{body}\n</body></html>\n"
+        )
+
+
+# -- sections ------------------------------------------------------------------------------
+
+
+def overview_section(report: Report, info: RunInfo) -> None:
+    facts = [
+        ("run", info.run_id),
+        ("scenario", ", ".join(f"{s.name}: {s.description}" for s in info.scenarios.values())),
+        ("status", f"{info.status}, rounds {info.rounds}"),
+        ("worlds", ", ".join(f"{w.name} (seed {w.seed}, rounds {w.rounds_completed}/{w.rounds_requested})"
+                             for w in info.worlds.values())),
+        ("models", info.model_names),
+        ("records", ", ".join(f"{k} {v:,}" for k, v in info.counts.items())),
+        ("parse failures", ", ".join(f"{k} {v:.1%}" for k, v in info.failure_rates.items())),
+        ("generated", (f"{info.tokens_generated:,} tokens at {info.tokens_per_second:.1f} tokens/s, "
+                       f"wall time {info.wall_seconds:.0f} s")),
+    ]
+    phases = [(phase, model, c.get("calls", 0), c.get("requests", 0), c.get("tokens", 0), c.get("seconds", 0.0))
+              for phase, models in info.phases.items() for model, c in models.items()]
+    body = table(None, facts)
+    if phases:
+        body += "<h3>Generation per phase</h3>" + table(
+            ["phase", "model", "calls", "requests", "tokens", "seconds"], phases)
+    report.add("overview", "Overview", body)
+
+
+def world_sections(report: Report, view: WorldView, prefix: str, heading: str) -> None:
+    exporter, scenario = view.exporter, view.scenario
+    dimension, scale = exporter.dimension, tuple(scenario.backscatter.scale)
+    colours = figures.group_colours([g.group for g in scenario.agents])
+    means = agent_means(exporter)
+    if view.world is None:
+        graph_body = absent(f"the graph could not be rebuilt: {view.graph_error}")
+    else:
+        agents = view.world.agents
+        graph_body = report.figure(
+            f"{prefix}graph",
+            figures.graph_figure(view.world.graph, {a.node: means[a.id] for a in agents if a.id in means},
+                                 {a.node: a.id for a in agents}, {a.node: a.group for a in agents},
+                                 colours, dimension, scale),
+            "the graph coloured by agents' mean observer score",
+        )
+        graph_body += table(["agent", "group", "degree", f"mean {dimension}"],
+                            [(a.id, a.group, view.world.graph.degree(a.node), _fmt(means.get(a.id)))
+                             for a in sorted(agents, key=lambda a: (-means.get(a.id, float("-inf")), a.id))[:20]])
+    report.add(f"{prefix}graph", f"{heading}Graph: agents by mean observer {dimension}", graph_body)
+
+    peer, observer = peer_trajectories(exporter), observer_trajectories(exporter)
+    body = (report.figure(f"{prefix}trajectories", figures.trajectories_figure(peer, observer, colours, dimension, scale),
+                          "rating trajectories per group and round")
+            if peer or observer else absent("no ratings or scores yet"))
+    report.add(f"{prefix}trajectories", f"{heading}Ratings per group and round", body)
+
+    stats = revision_stats(exporter)
+    rows = [(g, _fmt(_mean(s.draft)), _fmt(_mean(s.final)), len(s.revised),
+             sum(f > d for d, f in s.revised), _fmt(_mean(f - d for d, f in s.revised), 3))
+            for g, s in stats.items()]
+    if stats:
+        body = report.figure(
+            f"{prefix}revision",
+            figures.revision_figure([(g, d, f) for g, s in stats.items() for d, f in s.revised],
+                                    {g: (_mean(s.draft) or 0.0, _mean(s.final) or 0.0) for g, s in stats.items()},
+                                    colours, dimension, scale),
+            "observer score before vs after revision",
+        ) + table(["group", "draft mean", "final mean", "revised", "improved", "mean gain"], rows)
+    else:
+        body = absent("no scored answers yet")
+    report.add(f"{prefix}revision", f"{heading}Before vs after revision", body)
+    report.add(f"{prefix}pairs", f"{heading}Preference pairs", pairs_body(exporter))
+
+
+def pairs_body(exporter: Exporter) -> str:
+    """The clearest pairs (largest score gap) and the closest calls, with every peer's reason."""
+    pairs = sorted(exporter.pairs(), key=lambda p: (p["score_rejected"] - p["score_chosen"], p["meta"]["chosen"]["id"]))
+    if not pairs:
+        return absent(f"no pairs at margin {exporter.margin}")
+    sources = defaultdict(int)
+    for pair in pairs:
+        sources[pair["source"]] += 1
+    reasons = defaultdict(list)
+    for rating in exporter.ratings:
+        reasons[rating.answer_id].append(rating)
+    summary = (f"<p>{len(pairs)} pairs at margin {esc(exporter.margin)} on <b>{esc(exporter.dimension)}</b> ("
+               + esc(", ".join(f"{k} {v}" for k, v in sorted(sources.items()))) + ")</p>")
+    best, worst = pairs[:EXAMPLES], pairs[EXAMPLES:][-EXAMPLES:][::-1]
+    parts = [summary, "<h3>Clearest pairs (largest score gap)</h3>", *(_pair_card(p, reasons) for p in best)]
+    if worst:
+        parts += ["<h3>Closest calls (smallest score gap)</h3>", *(_pair_card(p, reasons) for p in worst)]
+    return "\n".join(parts)
+
+
+def _pair_card(pair: dict, reasons: Mapping[str, list[RatingRecord]]) -> str:
+    def side(kind: str) -> str:
+        meta = pair["meta"][kind]
+        items = "".join(
+            f"<li><b>{esc(r.rater)}</b> "
+            f"{esc(_fmt(r.rating, 1) if r.ok else 'unparsed')}: {esc(r.reason)}</li>"
+            for r in reasons.get(meta["id"], [])
+        )
+        return (f'<div class="{kind}"><b>{kind}</b> {esc(_fmt(pair[f"score_{kind}"]))} '
+                f'<span class="muted">{esc(meta["agent"])}, round {esc(meta["round"] + 1)}, '
+                f'version {esc(meta["version"])}</span>'
+                f'{text_block(pair[kind][0]["content"])}'
+                f'<div class="muted">peer reasons</div><ul class="reasons">{items or "<li>none</li>"}</ul></div>')
+
+    gap = pair["score_chosen"] - pair["score_rejected"]
+    return (f'<div class="pair"><div><b>{esc(pair["prompt"][-1]["content"])}</b> '
+            f'<span class="muted">({esc(pair["source"])}, gap {gap:.2f})</span></div>'
+            f'<div class="sides">{side("chosen")}{side("rejected")}</div></div>')
+
+
+def selfplay_section(report: Report, rows: list[dict] | None) -> None:
+    if rows is None:
+        report.add("selfplay", "Self-play win rates", absent())
+        return
+    groups = [r for r in rows if isinstance(r.get("win_rates"), list) and isinstance(r.get("samples"), list)]
+    if not groups:
+        report.add("selfplay", "Self-play win rates", absent(f"{SELFPLAY_FILE} has no rows with win rates"))
+        return
+    key = "group" if len({r.get("agent") for r in groups}) > 30 and all("group" in r for r in groups) else "agent"
+    by_player = defaultdict(list)
+    for row in groups:
+        by_player[str(row.get(key))].extend(w for w in row["win_rates"] if isinstance(w, int | float))
+    body = report.figure("selfplay", figures.win_rate_figure(dict(sorted(by_player.items()))),
+                         "self-play win rates per agent")
+    samples = sum(len(r["samples"]) for r in groups)
+    body += f"<p>{len(groups)} self-play groups, {samples} samples.</p>"
+    biases = defaultdict(list)
+    for row in groups:
+        for judge, bias in (row.get("position_bias") or {}).items():
+            if isinstance(bias, dict) and isinstance(bias.get("first_slot_rate"), int | float):
+                biases[judge].append(bias["first_slot_rate"])
+    if biases:
+        body += "<h3>Judges' position bias</h3>" + table(
+            ["judge", "mean first-slot rate (0.5 = none)", "groups"],
+            [(j, statistics.fmean(v), len(v)) for j, v in sorted(biases.items())])
+    body += "<h3>Widest spreads: best and worst sample</h3>"
+    for row in sorted(groups, key=_spread, reverse=True)[:EXAMPLES]:
+        rated = [(w, s) for w, s in zip(row["win_rates"], row["samples"]) if isinstance(w, int | float)]
+        if not rated:
+            continue
+        (best_rate, best), (worst_rate, worst) = max(rated, key=lambda x: x[0]), min(rated, key=lambda x: x[0])
+        body += (f'<div class="pair"><div><b>{esc(row.get("question", ""))}</b> '
+                 f'<span class="muted">{esc(row.get("agent", ""))}</span></div><div class="sides">'
+                 f'<div class="chosen"><b>best</b> win rate {best_rate:.2f}{text_block(best)}</div>'
+                 f'<div class="rejected"><b>worst</b> win rate {worst_rate:.2f}{text_block(worst)}</div>'
+                 "</div></div>")
+    report.add("selfplay", "Self-play win rates", body)
+
+
+def _spread(row: dict) -> float:
+    rates = [w for w in row["win_rates"] if isinstance(w, int | float)]
+    return max(rates) - min(rates) if rates else -1.0
+
+
+def tree_nodes(rows: list[dict]) -> dict[str, tuple[dict, list[dict]]]:
+    """tree name -> (tree row, its nodes), from either shape of trees.jsonl (see module doc)."""
+    trees: dict[str, tuple[dict, list[dict]]] = {}
+    for index, row in enumerate(rows):
+        if isinstance(row.get("nodes"), list):
+            name = str(row.get("tree", row.get("id", f"tree {index + 1}")))
+            trees[name] = (row, [n for n in row["nodes"] if isinstance(n, dict) and "id" in n])
+        elif "tree" in row and "id" in row:
+            trees.setdefault(str(row["tree"]), ({}, []))[1].append(row)
+    return {name: tree for name, tree in trees.items() if tree[1]}
+
+
+def principal_variation(nodes: list[dict]) -> list[dict]:
+    """The most-visited path from the root: what the search settled on."""
+    children = defaultdict(list)
+    ids = {n["id"] for n in nodes}
+    for node in nodes:
+        children[node.get("parent") if node.get("parent") in ids else None].append(node)
+    path, seen = [], set()
+    current = children[None]
+    while current:
+        node = max(current, key=lambda n: (n.get("visits") or 0, str(n["id"])))
+        if node["id"] in seen:
+            break
+        seen.add(node["id"])
+        path.append(node)
+        current = children.get(node["id"], [])
+    return path
+
+
+def trees_section(report: Report, rows: list[dict] | None) -> None:
+    if rows is None:
+        report.add("trees", "Search trees", absent())
+        return
+    trees = tree_nodes(rows)
+    if not trees:
+        report.add("trees", "Search trees", absent(f"{TREES_FILE} has no nodes"))
+        return
+    largest = sorted(trees.items(), key=lambda t: (-len(t[1][1]), t[0]))[:EXAMPLES]
+    body = (f"<p>{len(trees)} trees, {sum(len(n) for _, n in trees.values()):,} nodes; "
+            f"the {len(largest)} largest:</p>")
+    body += report.figure("trees", figures.trees_figure({name: nodes for name, (_, nodes) in largest}),
+                          "search trees: node size by visits, colour by value")
+    for name, (row, nodes) in largest:
+        body += f"<h3>{esc(name)}: most-visited path</h3>"
+        if row.get("question"):
+            body += f"<p><b>{esc(row['question'])}</b></p>"
+        body += table(["depth", "visits", "value", "step"],
+                      [(depth, n.get("visits"), n.get("value"), n.get("text", ""))
+                       for depth, n in enumerate(principal_variation(nodes))])
+    report.add("trees", "Search trees", body)
+
+
+def training_section(report: Report, train_dirs: Sequence[Path]) -> None:
+    if not train_dirs:
+        report.add("training", "Training", absent("no training directory given (--train DIR)"))
+        return
+    runs, facts = {}, []
+    for directory in train_dirs:
+        metrics = directory / "metrics.jsonl"
+        if not metrics.is_file():
+            raise RunError(f"{directory}: no metrics.jsonl (expected a `socialign train` output directory)")
+        label = directory.name if [d.name for d in train_dirs].count(directory.name) == 1 else str(directory)
+        runs[label] = read_rows(metrics)
+        config = _json_file(directory / "train_config.json") if (directory / "train_config.json").is_file() else {}
+        last = runs[label][-1] if runs[label] else {}
+        facts.append((label, config.get("method", "-"), config.get("model", "-"), len(runs[label]),
+                      last.get("loss", "-")))
+    body = table(["run", "method", "model", "steps logged", "last loss"], facts)
+    if any(runs.values()):
+        body += report.figure("training", figures.training_figure(runs), "training curves")
+    report.add("training", "Training", body)
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: expected a JSON object")
+    return data
+
+
+def interval(stats: Mapping) -> str:
+    """A {mean, ci95 | low, high, n} statistic as one cell."""
+    if not isinstance(stats.get("mean"), int | float):
+        return "-"
+    if isinstance(stats.get("low"), int | float) and isinstance(stats.get("high"), int | float):
+        spread = f" [{stats['low']:.3f}, {stats['high']:.3f}]"
+    else:
+        spread = f" ± {stats.get('ci95') or 0:.3f}"
+    return f"{stats['mean']:.3f}{spread} (n={stats.get('n', '?')})"
+
+
+def flatten(data: Mapping, prefix: str = "") -> dict[str, str]:
+    """Nested metrics as 'a / b' -> cell text; statistics read as one cell (``interval``)."""
+    cells = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and "mean" in value:
+            cells[name] = interval(value)
+        elif isinstance(value, Mapping):
+            cells.update(flatten(value, f"{name} / "))
+        elif isinstance(value, int | float | str | bool) or value is None:
+            cells[name] = "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+    return cells
+
+
+def eval_section(report: Report, eval_path: Path | None) -> None:
+    if eval_path is None:
+        report.add("eval", "Evaluation", absent("no evaluation given (--eval DIR)"))
+        return
+    path = eval_path / "eval.json" if eval_path.is_dir() else eval_path
+    if not path.is_file():
+        raise RunError(f"{eval_path}: no eval.json (expected a `socialign eval --out` directory)")
+    data = _json_file(path)
+    summary = data.get("summary") if isinstance(data.get("summary"), dict) else {}
+    body = "<p>" + esc(", ".join(f"{k}: {v}" for k, v in data.items() if isinstance(v, str | int | float))) + "</p>"
+    if summary:
+        roles = list(summary)
+        cells = {role: flatten({k: v for k, v in summary[role].items() if k != "name"}) for role in roles}
+        metrics = list(dict.fromkeys(m for role in roles for m in cells[role]))
+        body += table(["metric", *(f"{r}: {summary[r].get('name', '')}" for r in roles)],
+                      [(m, *(cells[r].get(m, "-") for r in roles)) for m in metrics])
+        scores = {r: summary[r]["scores"] for r in roles if isinstance(summary[r].get("scores"), dict)}
+        if scores:
+            body += report.figure("eval", figures.eval_figure(scores), "evaluation scores per model")
+    headings = {"difference": "model minus baseline, paired by question", "pairwise": "pairwise, both orders"}
+    for key, value in data.items():  # every other block of metrics, whatever eval adds
+        if key not in ("summary", "per_question") and isinstance(value, dict):
+            body += f"<h3>{esc(headings.get(key, key))}</h3>" + table(["metric", "value"], flatten(value).items())
+    report.add("eval", "Evaluation", body)
+
+
+# -- the whole report -----------------------------------------------------------------------
+
+
+def build_report(run_dir: str | Path, train_dirs: Sequence[str | Path] = (),
+                 eval_path: str | Path | None = None) -> Report:
+    store = RunStore.existing(run_dir)
+    info = RunInfo.from_manifest(store.manifest(), str(store.root / MANIFEST))
+    views = world_views(store, info)
+    report = Report(f"socialign run report: {info.run_id}")
+    overview_section(report, info)
+    for index, view in enumerate(views[:MAX_WORLDS]):
+        several = len(views) > 1
+        world_sections(report, view, f"{safe_name(view.name)}-" if several else "",
+                       f"{view.name}: " if several else "")
+    if len(views) > MAX_WORLDS:
+        report.add("more-worlds", "Other worlds",
+                   f"<p>{len(views) - MAX_WORLDS} more worlds not drawn: "
+                   + esc(", ".join(v.name for v in views[MAX_WORLDS:])) + "</p>")
+    selfplay_section(report, optional_rows(store.root, SELFPLAY_FILE))
+    trees_section(report, optional_rows(store.root, TREES_FILE))
+    training_section(report, [Path(d) for d in train_dirs])
+    eval_section(report, Path(eval_path) if eval_path is not None else None)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    report.add("about", "About this report",
+               f'<p class="muted">Written {esc(stamp)} from {esc(store.root)} by <code>socialign report</code>. '
+               "Self-contained: figures are inline PNG; the page has no script and loads nothing.</p>")
+    return report
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "world"
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, train_dirs: Sequence[str | Path] = (),
+                 eval_path: str | Path | None = None, png_dir: str | Path | None = None) -> Path:
+    """Write the HTML report (default RUN/report.html) and, with ``png_dir``, each figure as PNG."""
+    report = build_report(run_dir, train_dirs, eval_path)
+    path = Path(out) if out is not None else Path(run_dir) / REPORT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, report.html())
+    if png_dir is not None:
+        png = Path(png_dir)
+        png.mkdir(parents=True, exist_ok=True)
+        for name, figure in report.figures.items():
+            (png / f"{name}.png").write_bytes(figures.png_bytes(figure))
+    return path
