@@ -369,6 +369,12 @@ def _meta(record: SelfPlayRecord) -> dict:
             "question_id": record.question_id, "source": "selfplay"}
 
 
+def _sample_meta(record: SelfPlayRecord, sample: int) -> dict:
+    """One sample's provenance, shaped like an answer's in the other pairs (sandbox.export)."""
+    return {"record": record.id, "sample": sample, "round": record.round, "agent": record.agent,
+            "group": record.group, "question_id": record.question_id}
+
+
 def ranked_rows(records: Sequence[SelfPlayRecord]) -> list[dict]:
     """One row per group: the K samples best first; ``scores`` and ``win_rates`` are the all-judge
     in-group win rates, ``judges`` each judge's, in the same order."""
@@ -419,7 +425,8 @@ def pair_rows(records: Sequence[SelfPlayRecord], margin: float) -> list[dict]:
             "score_rejected": round(record.win_rates[rejected], 4),
             "margin": round(gap, 4),
             "source": "selfplay",
-            "meta": {**_meta(record), "chosen": chosen, "rejected": rejected, "dimension": "win_rate"},
+            "meta": {**_meta(record), "chosen": _sample_meta(record, chosen), "rejected": _sample_meta(record, rejected),
+                     "dimension": "win_rate"},
         })
     return rows
 

@@ -162,7 +162,7 @@ def test_export_gains_win_rates_judges_and_selfplay_pairs(run, tmp_path):
     by_id = {r["id"]: r for r in records}
     for pair in pairs:
         record = by_id[pair["meta"]["record"]]
-        chosen, rejected = pair["meta"]["chosen"], pair["meta"]["rejected"]
+        chosen, rejected = pair["meta"]["chosen"]["sample"], pair["meta"]["rejected"]["sample"]
         assert pair["chosen"][0]["content"] == record["samples"][chosen]
         assert pair["margin"] == pytest.approx(record["win_rates"][chosen] - record["win_rates"][rejected], abs=1e-4)
         assert pair["margin"] > 0
