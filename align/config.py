@@ -196,3 +196,36 @@ class SPINConfig(IterationSettings, TrainConfig):
             *self.iteration_checks(),
             *super().checks(),
         ]
+
+
+@dataclass
+class SPOConfig(TrainConfig):
+    """SPO (Swamy et al. 2024), online: reward = in-group win rate of K samples, GRPO with a KL term."""
+
+    k: int = field(default=4, metadata={"help": "samples per prompt (a group, never split across processes)"})
+    batch_size: int = field(default=2, metadata={"help": "groups (prompts) per device per step"})
+    beta: float = field(default=0.04, metadata={"help": "KL pull towards the starting model"})
+    verifiers: str = field(
+        default="decline,reference",
+        metadata={"help": "verifiable judges that vote (comma-separated: decline, reference; '' for none)"},
+    )
+    lm_judge: bool = field(default=False, metadata={"help": "the LM pairwise judge votes too (both orders)"})
+    judge_model: str = field(default="smollm2-135m-instruct", metadata={"help": "the LM judge's model"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the K samples"})
+    max_completion_length: int = field(default=64, metadata={"help": "tokens per sample"})
+
+    def verifier_names(self) -> list[str]:
+        return [name.strip() for name in self.verifiers.split(",") if name.strip()]
+
+    def checks(self) -> list[tuple[bool, str]]:
+        known = ("decline", "reference")  # sandbox.verifiers.JUDGES (kept cheap to import)
+        return [
+            (self.k >= 2, "k must be >= 2 (a win rate needs opponents)"),
+            (self.beta >= 0, "beta must be >= 0"),
+            (all(n in known for n in self.verifier_names()), f"verifiers must be among {', '.join(known)}"),
+            (bool(self.verifier_names()) or self.lm_judge, "SPO needs a judge: --verifiers and/or --lm-judge"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (self.max_completion_length >= 1, "max completion length must be >= 1"),
+            (self.lora is None, "LoRA is not supported by --method spo yet"),
+            *super().checks(),
+        ]

@@ -22,6 +22,7 @@ from align.errors import DataError
 
 PAIRS_IN_RUN = Path("export") / "pairs.jsonl"
 SFT_IN_RUN = Path("export") / "sft.jsonl"
+PROMPTS_IN_RUN = Path("export") / "prompts.jsonl"
 
 
 class Message(BaseModel):
@@ -101,6 +102,23 @@ class SFTConversation(BaseModel):
         return [m.model_dump() for m in self.messages], [m.role == "assistant" for m in self.messages]
 
 
+class PromptRow(BaseModel):
+    """One line of prompts.jsonl (online methods sample their own completions): a prompt and what
+    the verifiable judges read (sandbox.verifiers): ``expected`` and ``reference``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    prompt: Prompt
+    expected: Literal["decline", "answer"] | None = None
+    reference: str | None = Field(default=None, min_length=1)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    def column(self) -> dict:
+        """The row as a TRL dataset row (plain dicts; missing judge fields as None)."""
+        return {"prompt": [m.model_dump() for m in self.prompt], "expected": self.expected,
+                "reference": self.reference}
+
+
 # What each top-level field must be, in words, for one-line errors.
 FIELD_EXPECTATIONS = {
     "prompt": "a non-empty list of messages ({'role', 'content'})",
@@ -113,6 +131,8 @@ FIELD_EXPECTATIONS = {
     "source": "a string",
     "meta": "an object",
     "weight": "a finite number >= 0",
+    "expected": "'decline' or 'answer'",
+    "reference": "a non-empty string",
     "label_smoothing": "a number in [0, 0.5)",
 }
 
@@ -125,6 +145,15 @@ def locate_pairs(data: str | Path) -> Path:
 def locate_sft(data: str | Path) -> Path:
     """`data` is an SFT JSONL file or a simulation run directory (then its export/sft.jsonl)."""
     return locate_data(data, SFT_IN_RUN, "SFT")
+
+
+def locate_prompts(data: str | Path) -> Path:
+    """`data` is a prompts JSONL file or a simulation run directory (then its export/prompts.jsonl)."""
+    return locate_data(data, PROMPTS_IN_RUN, "prompts")
+
+
+def load_prompts(path: str | Path) -> list[PromptRow]:
+    return load_rows(path, lambda record: PromptRow, "prompts")
 
 
 def load_pairs(path: str | Path) -> list[PreferencePair]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from align.config import DPOConfig, SFTConfig, SPINConfig, TrainConfig
+from align.config import DPOConfig, SFTConfig, SPINConfig, SPOConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -87,5 +87,17 @@ register_method(
         data_help="SPIN JSONL ({prompt, real, generated}), or a run directory (uses RUN/export/spin.jsonl)",
         summary=("loss", "rewards/accuracy"),
         iterative="align.spin:SPIN",
+    )
+)
+register_method(
+    Method(
+        name="spo",
+        config=SPOConfig,
+        trainer="align.spo:SPOTrainer",
+        description="SPO, online: K samples per prompt, reward = in-group win rate under the judges, GRPO + KL.",
+        data_help=(
+            "prompts JSONL ({prompt, expected?, reference?}), or a run directory (uses RUN/export/prompts.jsonl)"
+        ),
+        summary=("loss", "reward", "kl", "zero_spread_share"),
     )
 )

@@ -17,17 +17,27 @@ and the reward function refuses any batch that is not whole groups.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from agents.backends import Backend
-from agents.judge import first_preferred_probability
+from agents.backends.hf import HFBackend
+from agents.files import write_atomic
 from agents.prompts import pairwise_messages
+from align.config import SPOConfig
+from align.data import PromptRow, load_prompts, locate_prompts
+from align.errors import DataError
 from align.processes import cpu_process_group
+from align.rundir import RunDir
+from align.trainer import TrainResult
+from sandbox.judging import first_preferred
 from sandbox.selfplay import DEFAULT_CRITERION, debias, position_bias, win_rates
+from sandbox.verifiers import NEEDS, VerifiableJudges, reward_function
 
 # (question, first answer, second answer) for each item -> P(the judge prefers the first); one batched call.
 PairwiseJudgeFn = Callable[[list[tuple[str, str, str]]], list[float | None]]
@@ -40,7 +50,9 @@ class GroupSplit(ValueError):
 def backend_judge(backend: Backend, criterion: str = DEFAULT_CRITERION) -> PairwiseJudgeFn:
     """An LM judge on any backend: P("1") vs P("2") after the pairwise prompt, all items in one call."""
     def judge(items: list[tuple[str, str, str]]) -> list[float | None]:
-        return first_preferred_probability(backend, [pairwise_messages(q, a, b, criterion) for q, a, b in items])
+        distributions = backend.next_token_logprobs([pairwise_messages(q, a, b, criterion) for q, a, b in items],
+                                                    ["1", "2"])
+        return [first_preferred(d) for d in distributions]
 
     return judge
 
@@ -63,12 +75,16 @@ def _text(message_or_text) -> str:
 class SPOReward:
     """In-group win rates in GRPOTrainer's reward signature ``(prompts, completions, **kwargs)``.
 
-    ``history`` keeps, per call, the groups' rewards, the share with no spread, and each
-    judge's position bias (also sent to TRL's ``log_metric``, so they land in the run's logs).
+    Pairwise judges compare every pair in both orders; pointwise ``scorers`` (a score per
+    completion in TRL's reward signature, e.g. sandbox.verifiers.reward_function) vote within
+    the group: the higher score wins, equal scores tie, no score abstains. ``history`` keeps, per
+    call, the groups' rewards, the share with no spread, and each pairwise judge's position bias
+    (also sent to TRL's ``log_metric``, so they land in the run's logs).
     """
 
-    def __init__(self, judges: Sequence[PairwiseJudgeFn], group_size: int) -> None:
+    def __init__(self, judges: Sequence[PairwiseJudgeFn], group_size: int, scorers: Sequence[Callable] = ()) -> None:
         self.judges = list(judges)
+        self.scorers = list(scorers)
         self.group_size = group_size
         self.history: list[dict] = []
         self.__name__ = "spo_win_rate"  # TRL names the reward's metrics after it
@@ -89,6 +105,10 @@ class SPOReward:
             reads = np.array([math.nan if p is None else p for p in judge(forward + backward)], dtype=float)
             outcomes.append(debias(reads[: len(forward)], reads[len(forward) :])[0].reshape(len(starts), -1))
             biases.append(position_bias(reads[: len(forward)], reads[len(forward) :]))
+        for scorer in self.scorers:
+            scores = np.array([math.nan if v is None else v for v in scorer(prompts=prompts, completions=completions,
+                                                                             **kwargs)], dtype=float)
+            outcomes.append(((np.sign(scores[a] - scores[b]) + 1) / 2).reshape(len(starts), -1))
         rewards: list[float | None] = []
         for g in range(len(starts)):
             p = np.concatenate([o[g] for o in outcomes])
@@ -106,9 +126,10 @@ class SPOReward:
         return rewards
 
 
-def spo_reward(judges: PairwiseJudgeFn | Sequence[PairwiseJudgeFn], group_size: int) -> SPOReward:
-    """The in-group win-rate reward of one or several pairwise judges (averaged per opponent)."""
-    return SPOReward(list(judges) if isinstance(judges, Sequence) else [judges], group_size)
+def spo_reward(judges: PairwiseJudgeFn | Sequence[PairwiseJudgeFn], group_size: int,
+               scorers: Sequence[Callable] = ()) -> SPOReward:
+    """The in-group win-rate reward of pairwise judges and pointwise scorers (averaged per opponent)."""
+    return SPOReward(list(judges) if isinstance(judges, Sequence) else [judges], group_size, scorers)
 
 
 @dataclass(frozen=True)
@@ -124,8 +145,8 @@ class SPOResult:
 
 
 def train_spo(
-    model: str,
-    questions: Sequence[str],
+    model,
+    prompts: Sequence[str | dict],
     out_dir: str,
     judges: PairwiseJudgeFn | Sequence[PairwiseJudgeFn],
     k: int = 4,
@@ -136,16 +157,21 @@ def train_spo(
     learning_rate: float = 1e-6,
     temperature: float = 1.0,
     seed: int = 0,
+    scorers: Sequence[Callable] = (),
+    tokenizer=None,
+    **grpo_options,
 ) -> SPOResult:
     """Online SPO on GRPOTrainer: K samples per prompt, every group whole on one process.
 
+    ``model`` is a path/hub id or a loaded model (then pass its ``tokenizer``); ``prompts`` are
+    questions or dataset rows ({prompt, expected, reference}: the columns the scorers read).
     ``per_device_train_batch_size = k * groups_per_device`` (and one generation batch per step)
     makes each process's slice whole groups. CPU-friendly defaults: no vLLM, fp32.
     """
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    reward = spo_reward(judges, k)
+    reward = spo_reward(judges, k, scorers)
     config = GRPOConfig(
         output_dir=out_dir,
         num_generations=k,
@@ -165,8 +191,74 @@ def train_spo(
         dataloader_pin_memory=False,
         use_cpu=cpu_process_group(),  # torchrun on CPUs: DDP over gloo, as our other trainers do
         seed=seed,
+        **grpo_options,
     )
-    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": q}]} for q in questions])
-    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset)
+    rows = [{"prompt": [{"role": "user", "content": p}]} if isinstance(p, str) else p for p in prompts]
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=Dataset.from_list(rows),
+                          processing_class=tokenizer)
     trainer.train()
+    if out_dir:
+        trainer.save_model(out_dir)
     return SPOResult(log_history=list(trainer.state.log_history), reward_history=reward.history)
+
+
+class SPOTrainer:
+    """``socialign train --method spo``: the registered method's hooks (align.run) around ``train_spo``.
+
+    Not the skeleton's loop: sampling, KL and the group-relative gradient are TRL's GRPOTrainer.
+    Judges: the verifiable ones (sandbox.verifiers, one vote each) and/or the LM pairwise judge.
+    Saves the model in the output directory, TRL's step logs in metrics.jsonl, and the share of
+    groups with no spread in reward in spo_summary.json.
+    """
+
+    locate = staticmethod(locate_prompts)
+    load = staticmethod(load_prompts)
+
+    @classmethod
+    def tokenize(cls, rows: list[PromptRow], tokenizer, config: SPOConfig, path: Path) -> list[dict]:
+        for name in config.verifier_names():
+            needed = NEEDS[name]
+            lacking = [number for number, row in enumerate(rows, start=1) if getattr(row, needed) is None]
+            if lacking:
+                raise DataError(f"{path}: row {lacking[0]}: the '{name}' judge needs field '{needed}' "
+                                f"({len(lacking)} rows lack it); drop it with --verifiers")
+        return [row.column() for row in rows]
+
+    def __init__(self, model, tokenizer, examples: list[dict], config: SPOConfig, run_dir: RunDir, callbacks=()) -> None:
+        self.model, self.tokenizer, self.examples, self.config, self.run_dir = model, tokenizer, examples, config, run_dir
+        self.callbacks = list(callbacks)
+
+    def judges(self) -> tuple[list[PairwiseJudgeFn], list[Callable]]:
+        names = self.config.verifier_names()
+        pairwise = [backend_judge(HFBackend(self.config.judge_model))] if self.config.lm_judge else []
+        verifiable = VerifiableJudges({name: 1.0 for name in names}) if names else None
+        return pairwise, [reward_function(verifiable, name) for name in names]
+
+    def train(self, resume: bool = False) -> TrainResult:
+        if resume:
+            raise DataError(f"{self.run_dir.path}: --resume is not supported by --method spo yet; start a new run")
+        config = self.config
+        pairwise, scorers = self.judges()
+        result = train_spo(
+            self.model, self.examples, str(self.run_dir.path), pairwise, k=config.k, groups_per_device=config.batch_size,
+            beta=config.beta, max_steps=config.max_steps or -1, max_completion_length=config.max_completion_length,
+            learning_rate=config.lr, temperature=config.temperature, seed=config.seed, scorers=scorers,
+            tokenizer=self.tokenizer, num_train_epochs=config.epochs,
+            warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the steps
+            lr_scheduler_type=config.lr_scheduler, weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm or 0.0,
+        )
+        history = [row for row in result.log_history if "loss" in row]
+        if history:
+            history[-1] = {**history[-1], "zero_spread_share": result.zero_spread_share}
+        for row in history:
+            self.run_dir.append_metrics(row)
+            for callback in self.callbacks:
+                callback(row)
+        summary = {"zero_spread_share": result.zero_spread_share,
+                   "groups": sum(h["groups"] for h in result.reward_history),
+                   "steps": [{"zero_spread_share": h["zero_spread_share"], "rewards": h["rewards"],
+                              "position_bias": h["position_bias"]} for h in result.reward_history]}
+        write_atomic(self.run_dir.path / "spo_summary.json", json.dumps(summary, indent=2) + "\n")
+        step = history[-1].get("step", len(history)) if history else 0
+        return TrainResult(self.run_dir.path, self.run_dir.path, step, history)

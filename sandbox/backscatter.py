@@ -35,6 +35,7 @@ from sandbox.judging import (
     verify,
 )
 from sandbox.records import Phase, RoundRecord, Step, register_kind
+from sandbox.selfplay_phase import SELFPLAY, selfplay_step
 from sandbox.world import Agent
 
 DRAFT = Phase("draft")
@@ -252,6 +253,9 @@ class Round:
             round_answers += revised
             latest.update({r.agent: r for r in revised})
         yield from self._step(OBSERVE, partial(self.observe, round_answers))
+        if self.ctx.scenario.selfplay is not None:
+            finals = {agent: answer.text for agent, answer in latest.items()}
+            yield from self._step(SELFPLAY, partial(selfplay_step, self.ctx, self.index, self.assignments, finals))
         yield from self._step(MEMORY, partial(immediate, []))
         self.ctx.memory.add([memory_item(r) for r in latest.values()])
 

@@ -52,13 +52,14 @@ from sandbox.engine import Scheduler
 from sandbox.errors import RunError
 from sandbox.filters import Cleaned, clean_answer
 from sandbox.judging import available_judges, verify
+from sandbox.selfplay import pair_rows, prompt_rows, ranked_rows
 from sandbox.store import RunStore, WorldStore, jsonl
 from scenarios import Question, Scenario, ScenarioError, load_scenario
 from scenarios.schema import RANK_BY
 
 EXPORT_DIR = "export"
 FILTERS_FILE = "filters.json"
-FILES = ("pairs", "ranked", "critiques", "sft", "spin", "ratings")
+FILES = ("pairs", "ranked", "critiques", "sft", "spin", "ratings", "prompts")
 VETO, META = "veto", "meta_talk"
 REALIGNMENT_PERSONA = "You are a helpful, honest and harmless assistant."
 DECLINE_SHARE = 0.4  # of the reference sample: about 40% should-decline, 60% should-answer questions
@@ -143,6 +144,8 @@ class Exporter:
         self.score = {a: s for a, judges in self.judged.items() if (s := self._rank_score(judges)) is not None}
         self.cleaned: dict[str, Cleaned] = {a.id: clean_answer(a.text, a.question) for a in self.answers}
         self.dropped: dict[str, Counter] = defaultdict(Counter)
+        self.selfplay = store.records("selfplay")  # its rows are built by sandbox.selfplay
+        self.selfplay_margin = scenario.selfplay.pair_margin if scenario.selfplay else 0.0
 
     # -- judging ----------------------------------------------------------------------------
 
@@ -232,7 +235,8 @@ class Exporter:
                 high, low = (a, b) if self.score[a.id] >= self.score[b.id] else (b, a)
                 if self.score[high.id] - self.score[low.id] >= self.margin:
                     candidates.append((high, low, "cross-agent"))
-        return [self._pair(*c) for c in candidates if self._allowed("pairs", c[0])]
+        own = [self._pair(*c) for c in candidates if self._allowed("pairs", c[0])]
+        return own + pair_rows(self.selfplay, self.selfplay_margin)
 
     def ranked(self) -> list[dict]:
         by_question = self._scored_by_question()
@@ -246,7 +250,7 @@ class Exporter:
                 "meta": {"question_id": question_id, "answers": [self._meta(a) for a in answers],
                          "rank_by": self.rank_by, "dimension": self.dimension},
             })
-        return rows
+        return rows + ranked_rows(self.selfplay)
 
     def critiques(self) -> list[dict]:
         answers = {a.id: a for a in self.answers}
@@ -476,6 +480,7 @@ def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int
             produced["critiques"] += exporter.critiques()
             produced["sft"] += exporter.sft()
             produced["ratings"] += exporter.ratings_rows()
+            produced["prompts"] += prompt_rows(exporter.selfplay)
         config = worlds[0].scenario
         questions = list(worlds[0].questions.values())
         sample = reference_sample(questions, config.export.reference_questions, derive_seed(config.seed, "reference"))

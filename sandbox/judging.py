@@ -25,6 +25,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from agents import prompts
 from agents.backends import Backend, GenerationRequest, Message, expected_rating
 from agents.grouping import positions_by
@@ -241,6 +243,23 @@ def verify(questions: Sequence[Question], answers: Sequence[str], encoder) -> Pr
 # -- pairwise ---------------------------------------------------------------------------------
 
 
+def debias(p_first_forward, p_first_backward) -> tuple[np.ndarray, np.ndarray]:
+    """P(A beats B) with the judge's position bias removed, and the judge's first-slot rate.
+
+        forward  f = P(judge picks slot 1 | A in slot 1, B in slot 2)
+        backward b = P(judge picks slot 1 | B in slot 1, A in slot 2)
+        P(A beats B)    = (f + (1 - b)) / 2
+        first-slot rate = (f + b) / 2            (1/2: no position bias, 1: always slot 1)
+
+    If the judge adds a bias d to slot 1 (f = p + d, b = 1 - p + d) this returns exactly p and
+    1/2 + d. A judge that always picks slot 1 gives P(A beats B) = 1/2: it carries no signal.
+    Unreadable reads (NaN) give NaN. Scalars or arrays.
+    """
+    f = np.asarray(p_first_forward, dtype=float)
+    b = np.asarray(p_first_backward, dtype=float)
+    return (f + 1.0 - b) / 2, (f + b) / 2
+
+
 @dataclass(frozen=True)
 class Preference:
     """A judge's reading of A vs B in both orders: P(slot 1 is better) with A first, then B first."""
@@ -251,12 +270,12 @@ class Preference:
     @property
     def p_a_better(self) -> float:
         """Averaged over both orders, which cancels the judge's preference for a slot."""
-        return (self.p_first_forward + (1.0 - self.p_first_backward)) / 2
+        return float(debias(self.p_first_forward, self.p_first_backward)[0])
 
     @property
     def first_slot(self) -> float:
         """How much the judge favours slot 1 whatever is in it (0.5: no position bias)."""
-        return (self.p_first_forward + self.p_first_backward) / 2
+        return float(debias(self.p_first_forward, self.p_first_backward)[1])
 
 
 def first_preferred(distribution: dict[str, float]) -> float | None:

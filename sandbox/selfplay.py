@@ -2,7 +2,7 @@
 
 The pure core (numpy, the formula in each docstring):
 
-    debias          P(A beats B) from a judge read in both orders, and its first-slot rate
+    debias          P(A beats B) from a judge read in both orders (sandbox.judging), its first-slot rate
     position_bias   how much a judge favours slot 1, over many comparisons
     win_rates       per sample: the mean over its opponents of P(win); ties count 1/2
     bradley_terry   ratings from (soft) match outcomes, e.g. agents over the graph
@@ -24,33 +24,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from agents.backends import Backend, GenerationRequest
-from agents.prompts import answer_messages, pairwise_messages
+from agents.prompts import OBSERVER_PERSONA, answer_messages
 from agents.seeding import derive_seed
-from sandbox.selfplay_driver import Generate, NextToken, Producer
+from sandbox.engine import Generate, Producer, gather
+from sandbox.judging import PairwiseJudge, Preference, debias
+from sandbox.records import RoundRecord, register_kind
 
 DEFAULT_CRITERION = "more helpful, honest and harmless"
 
 
 # -- the pure core ----------------------------------------------------------------------------
-
-
-def debias(p_first_forward, p_first_backward) -> tuple[np.ndarray, np.ndarray]:
-    """P(A beats B) with the judge's position bias removed, and the judge's first-slot rate.
-
-        forward  f = P(judge picks slot 1 | A in slot 1, B in slot 2)
-        backward b = P(judge picks slot 1 | B in slot 1, A in slot 2)
-        P(A beats B)    = (f + (1 - b)) / 2
-        first-slot rate = (f + b) / 2            (1/2: no position bias, 1: always slot 1)
-
-    If the judge adds a bias d to slot 1 (f = p + d, b = 1 - p + d) this returns exactly p and
-    1/2 + d. A judge that always picks slot 1 gives P(A beats B) = 1/2: it carries no signal.
-    Unreadable reads (NaN) give NaN.
-    """
-    f = np.asarray(p_first_forward, dtype=float)
-    b = np.asarray(p_first_backward, dtype=float)
-    return (f + 1.0 - b) / 2, (f + b) / 2
 
 
 def position_bias(p_first_forward, p_first_backward) -> dict:
@@ -165,15 +151,24 @@ class SelfPlayAgent:
     name: str
     persona: str
     temperature: float = 0.7
+    top_p: float = 1.0
 
 
 @dataclass(frozen=True)
 class Judge:
-    """An LM judge comparing two answers; its choice is read from P("1") vs P("2")."""
+    """An LM judge comparing two answers (sandbox.judging.PairwiseJudge: P("1") vs P("2"), both orders).
+
+    Judges sharing a name form one panel (a group's neighbours, say): their comparisons are
+    averaged per pair and their position bias is reported together.
+    """
 
     name: str
     backend: Backend
     criterion: str = DEFAULT_CRITERION
+    persona: str = OBSERVER_PERSONA
+
+    def pairwise(self) -> PairwiseJudge:
+        return PairwiseJudge(self.backend, self.criterion, self.persona)
 
 
 @dataclass(frozen=True)
@@ -197,6 +192,7 @@ class SelfPlayGroup:
     question: str
     agent: str
     samples: list[str]
+    tokens: list[int]
     win_rates: list[float | None]  # in-group, every judge's comparisons averaged per opponent
     judges: dict[str, list[float | None]]  # judge name -> in-group win rates by that judge alone
     position_bias: dict[str, dict]  # LM judge name -> position_bias(...)
@@ -204,14 +200,15 @@ class SelfPlayGroup:
     unreadable: int = 0  # LM comparisons with no mass on "1" and "2" in either order
 
 
-def _first_preferred(distribution: dict[str, float]) -> float:
-    """P("1") renormalised over {"1", "2"}; NaN if neither has mass."""
-    one, two = (math.exp(distribution.get(c, -math.inf)) for c in ("1", "2"))
-    return one / (one + two) if one + two > 0 else math.nan
-
-
 def _nullable(values: np.ndarray) -> list[float | None]:
     return [None if math.isnan(v) else float(v) for v in values]
+
+
+def _reads(preferences: Sequence[Preference | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward first-slot reads of a judge's preferences (NaN where unreadable)."""
+    forward = [math.nan if p is None else p.p_first_forward for p in preferences]
+    backward = [math.nan if p is None else p.p_first_backward for p in preferences]
+    return np.asarray(forward, dtype=float), np.asarray(backward, dtype=float)
 
 
 def selfplay_group(
@@ -235,7 +232,7 @@ def selfplay_group(
     """
     request = GenerationRequest(
         messages=answer_messages(agent.persona, question, []), n=k, temperature=agent.temperature,
-        max_new_tokens=max_new_tokens, seed=derive_seed(seed, "selfplay", group_id, agent.name),
+        top_p=agent.top_p, max_new_tokens=max_new_tokens, seed=derive_seed(seed, "selfplay", group_id, agent.name),
     )
     (completions,) = yield [Generate(backend, request)]
     samples = [c.text.strip() for c in completions]
@@ -244,28 +241,28 @@ def selfplay_group(
     first = np.concatenate([first, np.repeat(np.arange(k), len(opponents))]).astype(int)
     second = np.concatenate([second, np.tile(np.arange(k, len(answers)), k)]).astype(int)
 
-    def ask(judge: Judge, a: int, b: int) -> NextToken:
-        messages = pairwise_messages(question, answers[a], answers[b], judge.criterion)
-        return NextToken(judge.backend, tuple(messages), ("1", "2"))
+    items = [(question, answers[a], answers[b]) for a, b in zip(first, second)]
+    judged = yield from gather([judge.pairwise().compare(items) for judge in judges])
+    panels: dict[str, list[Sequence[Preference | None]]] = {}
+    for judge, preferences in zip(judges, judged):
+        panels.setdefault(judge.name, []).append(preferences)
 
-    ops = [ask(j, a, b) for j in judges for a, b in zip(first, second)]
-    ops += [ask(j, b, a) for j in judges for a, b in zip(first, second)]
-    distributions = yield ops
-    read = np.array([_first_preferred(d) for d in distributions]).reshape(2, len(judges), len(first))
-
-    outcomes: dict[str, np.ndarray] = {}  # judge name -> P(first[c] beats second[c]) per comparison
+    outcomes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # name -> (first, second, P(first wins))
     biases = {}
-    for index, judge in enumerate(judges):
-        outcomes[judge.name] = debias(read[0, index], read[1, index])[0]
-        biases[judge.name] = position_bias(read[0, index], read[1, index])
+    for name, members in panels.items():
+        forward, backward = (np.concatenate(r) for r in zip(*(_reads(m) for m in members)))
+        repeat = len(members)
+        outcomes[name] = (np.tile(first, repeat), np.tile(second, repeat), debias(forward, backward)[0])
+        biases[name] = position_bias(forward, backward)
     for verifier in verifiers:
         scores = np.array([math.nan if s is None else s for s in verifier.score(question, answers)], dtype=float)
-        outcomes[verifier.name] = (np.sign(scores[first] - scores[second]) + 1) / 2
+        outcomes[verifier.name] = (first, second, (np.sign(scores[first] - scores[second]) + 1) / 2)
 
+    def joined(index: int) -> np.ndarray:
+        return np.concatenate([o[index] for o in outcomes.values()]) if outcomes else np.empty(0, dtype=int)
+
+    against = preference_matrix(len(answers), joined(0), joined(1), joined(2))
     in_group = second < k
-    repeat = len(outcomes)
-    p_all = np.concatenate(list(outcomes.values())) if outcomes else np.empty(0)
-    against = preference_matrix(len(answers), np.tile(first, repeat), np.tile(second, repeat), p_all)
     matches = [
         (int(a), opponents[b - k].agent, float(against[a, b]))
         for a, b in zip(first[~in_group], second[~in_group])
@@ -275,12 +272,12 @@ def selfplay_group(
         question=question,
         agent=agent.name,
         samples=samples,
+        tokens=[c.num_tokens for c in completions],
         win_rates=_nullable(mean_over_opponents(against[:k, :k])),
-        judges={name: _nullable(win_rates(k, first[in_group], second[in_group], p[in_group]))
-                for name, p in outcomes.items()},
+        judges={name: _nullable(win_rates(k, f[s < k], s[s < k], p[s < k])) for name, (f, s, p) in outcomes.items()},
         position_bias=biases,
         matches=matches,
-        unreadable=int(np.isnan(read).any(axis=0).sum()),
+        unreadable=sum(p is None for preferences in judged for p in preferences),
     )
 
 
@@ -293,3 +290,154 @@ def graph_ratings(groups: Sequence[SelfPlayGroup], prior: float = 1.0) -> dict[s
     outcomes = [m[2] for g in groups for m in g.matches]
     ratings = bradley_terry(len(names), first, second, outcomes, prior=prior)
     return dict(zip(names, _nullable(ratings)))
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+class Match(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sample: int
+    opponent: str  # the agent whose answer the sample met
+    p_win: float
+
+
+class SelfPlayRecord(RoundRecord):
+    """One agent's group of K samples for one question, and how every judge ranked them."""
+
+    agent: str
+    group: str
+    question_id: str
+    question: str
+    samples: list[str]
+    tokens: list[int]
+    win_rates: list[float | None]  # in-group, all judges
+    judges: dict[str, list[float | None]]  # per judge (LM panels by role, verifiers by name)
+    position_bias: dict[str, dict]  # per LM judge: n, first_slot_rate, order_dependent
+    matches: list[Match]
+    unreadable: int
+    appropriate: list[bool | None] | None = None  # the verifiers' veto per sample (None: no verifiers)
+    expected: str | None = None  # what the question bank says an aligned answer does (decline/answer)
+    reference: str | None = None  # the bank's reference answer the similarity judge compared with
+
+    @property
+    def failed(self) -> bool:
+        return all(w is None for w in self.win_rates)
+
+
+class RatingsRecord(RoundRecord):
+    """Bradley-Terry ratings of the agents (mean 0) from one round's matches over the graph."""
+
+    ratings: dict[str, float | None]
+    matches: int
+    method: str = "bradley-terry"
+
+
+register_kind("selfplay", SelfPlayRecord)
+register_kind("selfplay_ratings", RatingsRecord)
+
+
+def record_of(group: SelfPlayGroup, record_id: str, round_index: int, phase: str, agent_group: str,
+              question_id: str, **optional) -> SelfPlayRecord:
+    """The group as a record; ``optional`` fields (appropriate, expected, reference) are set only if not None."""
+    extra = {name: value for name, value in optional.items() if value is not None}
+    return SelfPlayRecord(
+        id=record_id, round=round_index, phase=phase, agent=group.agent, group=agent_group, question_id=question_id,
+        question=group.question, samples=group.samples, tokens=group.tokens, win_rates=group.win_rates,
+        judges=group.judges, position_bias=group.position_bias,
+        matches=[Match(sample=s, opponent=o, p_win=p) for s, o, p in group.matches], unreadable=group.unreadable,
+        **extra,
+    )
+
+
+# -- export rows (called by sandbox.export) ---------------------------------------------------
+
+
+def _round(values: Sequence[float | None]) -> list[float | None]:
+    return [None if v is None else round(v, 4) for v in values]
+
+
+def _order(record: SelfPlayRecord) -> list[int]:
+    """Samples best first by win rate (unrated last), ties by sample index."""
+    return sorted(range(len(record.samples)),
+                  key=lambda i: (record.win_rates[i] is None, -(record.win_rates[i] or 0.0), i))
+
+
+def _meta(record: SelfPlayRecord) -> dict:
+    return {"record": record.id, "round": record.round, "agent": record.agent, "group": record.group,
+            "question_id": record.question_id, "source": "selfplay"}
+
+
+def _sample_meta(record: SelfPlayRecord, sample: int) -> dict:
+    """One sample's provenance, shaped like an answer's in the other pairs (sandbox.export)."""
+    return {"record": record.id, "sample": sample, "round": record.round, "agent": record.agent,
+            "group": record.group, "question_id": record.question_id}
+
+
+def ranked_rows(records: Sequence[SelfPlayRecord]) -> list[dict]:
+    """One row per group: the K samples best first; ``scores`` and ``win_rates`` are the all-judge
+    in-group win rates, ``judges`` each judge's, in the same order."""
+    rows = []
+    for record in records:
+        order = _order(record)
+        rates = _round([record.win_rates[i] for i in order])
+        rows.append({
+            "prompt": [{"role": "user", "content": record.question}],
+            "responses": [[{"role": "assistant", "content": record.samples[i]}] for i in order],
+            "scores": rates,
+            "win_rates": rates,
+            "judges": {name: _round([values[i] for i in order]) for name, values in record.judges.items()},
+            "meta": {**_meta(record), "samples": order, "position_bias": record.position_bias},
+        })
+    return rows
+
+
+def pair_of(record: SelfPlayRecord, margin: float) -> tuple[int, int, float] | None:
+    """(chosen, rejected, margin) of a group: the best sample the verifiers do not veto (never one
+    that complies with a should-decline question or declines a should-answer one) against the
+    worst sample; None without a spread of more than ``margin``."""
+    vetoed = record.appropriate or [None] * len(record.samples)
+    eligible = [w if vetoed[i] is not False else None for i, w in enumerate(record.win_rates)]
+    if all(w is None for w in eligible):
+        return None
+    chosen = max((i for i, w in enumerate(eligible) if w is not None), key=lambda i: eligible[i])
+    rejected = min((i for i, w in enumerate(record.win_rates) if w is not None), key=lambda i: record.win_rates[i])
+    gap = record.win_rates[chosen] - record.win_rates[rejected]
+    if gap <= margin or record.samples[chosen] == record.samples[rejected]:
+        return None
+    return chosen, rejected, gap
+
+
+def pair_rows(records: Sequence[SelfPlayRecord], margin: float) -> list[dict]:
+    """Best vs worst sample per group, with the margin (the two samples' win-rate difference)."""
+    rows = []
+    for record in records:
+        found = pair_of(record, margin)
+        if found is None:
+            continue
+        chosen, rejected, gap = found
+        rows.append({
+            "prompt": [{"role": "user", "content": record.question}],
+            "chosen": [{"role": "assistant", "content": record.samples[chosen]}],
+            "rejected": [{"role": "assistant", "content": record.samples[rejected]}],
+            "score_chosen": round(record.win_rates[chosen], 4),
+            "score_rejected": round(record.win_rates[rejected], 4),
+            "margin": round(gap, 4),
+            "source": "selfplay",
+            "meta": {**_meta(record), "chosen": _sample_meta(record, chosen), "rejected": _sample_meta(record, rejected),
+                     "dimension": "win_rate"},
+        })
+    return rows
+
+
+def prompt_rows(records: Sequence[SelfPlayRecord]) -> list[dict]:
+    """Each self-play question once, with what the verifiable judges need (SPO's prompts)."""
+    seen: dict[str, dict] = {}
+    for record in records:
+        seen.setdefault(record.question_id, {
+            "prompt": [{"role": "user", "content": record.question}],
+            **{name: getattr(record, name) for name in ("expected", "reference") if getattr(record, name)},
+            "meta": {"question_id": record.question_id},
+        })
+    return [seen[key] for key in sorted(seen)]

@@ -171,7 +171,8 @@ class Simulation:
     # -- running ----------------------------------------------------------------------------
 
     def run(self) -> dict:
-        phases_per_round = {spec.name: 2 + 2 * spec.loaded.scenario.backscatter.max_revisions + 2 for spec in self.specs}
+        phases_per_round = {spec.name: 2 + 2 * spec.loaded.scenario.backscatter.max_revisions + 2
+                            + (spec.loaded.scenario.selfplay is not None) for spec in self.specs}
         total = sum(phases_per_round[ctx.world_id] * self.rounds[ctx.world_id] - len(ctx.store.done)
                     for ctx in self.contexts)
         with tqdm(total=max(total, 0), disable=not self.show_progress, unit="phase", dynamic_ncols=True) as bar:

@@ -134,11 +134,12 @@ class WorldStore:
         return list(self._records.get(kind, []))
 
     def counts(self) -> dict[str, int]:
-        return {kind: len(records) for kind, records in self._records.items()}
+        """Records per kind this world has (kinds of protocols it does not run are left out)."""
+        return {kind: len(records) for kind, records in self._records.items() if records}
 
     def failure_rates(self) -> dict[str, float]:
-        return {kind: round(self.failures[kind] / len(records), 4) if records else 0.0
-                for kind, records in self._records.items()}
+        return {kind: round(self.failures[kind] / len(records), 4)
+                for kind, records in self._records.items() if records}
 
 
 class RunStore:

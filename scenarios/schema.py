@@ -269,6 +269,31 @@ class ExportConfig(Strict):
     )
 
 
+class SelfPlayConfig(Strict):
+    """A self-play phase each round (sandbox.selfplay_phase): K samples per agent, judged pairwise."""
+
+    k: int = Field(4, ge=2, le=32, description="samples per agent and question, all kept")
+    judges: list[Literal["neighbours", "observers"]] = Field(
+        default_factory=lambda: ["observers"], description="LM judges comparing samples pairwise, both orders"
+    )
+    neighbour_judges: int = Field(2, ge=1, le=64, description="graph neighbours judging each agent's samples")
+    opponents: int = Field(
+        2, ge=0, le=64, description="other agents' answers to the same question each sample meets (nearest first)"
+    )
+    verifiers: bool = Field(True, description="decline and reference-similarity judges vote too (no model)")
+    criterion: str = Field("more helpful, honest and harmless", min_length=1)
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description="default: the agent's sampling")
+    pair_margin: float = Field(0.25, ge=0, lt=1, description="minimum win-rate gap of a self-play pair (best vs worst)")
+
+    @model_validator(mode="after")
+    def _some_judge(self):
+        if not self.judges and not self.verifiers:
+            raise ValueError("self-play needs a judge: list LM `judges` or set `verifiers: true`")
+        if len(set(self.judges)) != len(self.judges):
+            raise ValueError("self-play judges are listed twice")
+        return self
+
+
 class Scenario(Strict):
     name: str
     description: str = ""
@@ -283,6 +308,7 @@ class Scenario(Strict):
     backscatter: BackScatterConfig = Field(default_factory=BackScatterConfig)
     judges: JudgesConfig = Field(default_factory=JudgesConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    selfplay: SelfPlayConfig | None = Field(None, description="a self-play phase every round (off by default)")
 
     @model_validator(mode="after")
     def _consistent(self):

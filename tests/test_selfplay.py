@@ -11,6 +11,7 @@ import pytest
 
 from agents.backends.hf import HFBackend
 from agents.prompts import pairwise_messages
+from sandbox.engine import Scheduler
 from sandbox.selfplay import (
     Judge,
     Opponent,
@@ -25,7 +26,6 @@ from sandbox.selfplay import (
     selfplay_group,
     win_rates,
 )
-from sandbox.selfplay_driver import run_producers
 
 # -- the pure core ----------------------------------------------------------------------------
 
@@ -137,7 +137,7 @@ def test_selfplay_groups_of_all_agents_share_one_call_per_step(backend):
         for agent in AGENTS
     ]
     backend.calls.clear()
-    groups = run_producers(producers)
+    groups = Scheduler().run(producers)
     pairs = k * (k - 1) // 2
     # Step 1: the three groups' K samples in one generate call; step 2: every comparison of every
     # group, both orders, in one next-token call (alice's 4 samples also meet bob's answer).
@@ -166,7 +166,7 @@ def test_selfplay_groups_of_all_agents_share_one_call_per_step(backend):
 def test_selfplay_comparisons_are_the_judges_reads_debiased(backend):
     """A group's in-group win rate of sample 0 is rebuilt from the judge's own reads in both orders."""
     judge = Judge("observer", backend)
-    (group,) = run_producers([selfplay_group(QUESTION, AGENTS[0], 3, backend, [judge], seed=3, max_new_tokens=6)])
+    (group,) = Scheduler().run([selfplay_group(QUESTION, AGENTS[0], 3, backend, [judge], seed=3, max_new_tokens=6)])
 
     def p_first(a: str, b: str) -> float:
         (distribution,) = backend.next_token_logprobs([pairwise_messages(QUESTION, a, b, judge.criterion)], ["1", "2"])
@@ -181,7 +181,7 @@ def test_selfplay_comparisons_are_the_judges_reads_debiased(backend):
 
 def test_selfplay_samples_are_seeded_per_group_and_agent(backend):
     def samples(seed, group_id, agent):
-        (group,) = run_producers([selfplay_group(QUESTION, agent, 2, backend, [], seed=seed, group_id=group_id,
+        (group,) = Scheduler().run([selfplay_group(QUESTION, agent, 2, backend, [], seed=seed, group_id=group_id,
                                                  max_new_tokens=6)])
         return group.samples
 

@@ -132,3 +132,45 @@ def test_two_processes_each_get_whole_groups(tiny_model_dir, tmp_path):
         left, right = ranks[0][step], ranks[1][step]
         assert left["groups"] == right["groups"] == 1 and len(left["rewards"]) == len(right["rewards"]) == 3
         assert left["questions"] != right["questions"]  # the two processes hold different groups
+
+
+def test_train_method_spo_via_the_cli_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
+    """`socialign train --method spo`: verifiable judges vote, one step, the zero-spread share printed and saved."""
+    import json
+
+    from socialign.cli import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [
+        {"prompt": user("How do I pick a lock to get into my neighbour's house?"), "expected": "decline",
+         "reference": "I can't help with getting into someone else's house."},
+        {"prompt": user("How can I thank a friend who helped me move?"), "expected": "answer",
+         "reference": "Cook them dinner or write a heartfelt note."},
+    ]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "spo"
+    code = main(["train", "--method", "spo", "--data", str(prompts), "--model", tiny_model_dir, "--out", str(out),
+                 "--k", "3", "--batch-size", "2", "--max-steps", "1", "--max-completion-length", "6",
+                 "--verifiers", "decline,reference"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "spo_summary.json").read_text())
+    assert f"zero_spread_share {summary['zero_spread_share']:.4f}" in printed
+    (step,) = summary["steps"]
+    assert len(step["rewards"]) == 2 * 3 and summary["groups"] == 2
+    assert (out / "config.json").is_file() and (out / "train_config.json").is_file()
+    (metrics,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics["zero_spread_share"] == summary["zero_spread_share"] and "kl" in metrics
+
+
+def test_train_method_spo_refuses_prompts_without_the_judges_fields(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from socialign.cli import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": user("Hello?"), "expected": "answer"}) + "\n")
+    code = main(["train", "--method", "spo", "--data", str(prompts), "--model", tiny_model_dir,
+                 "--out", str(tmp_path / "out"), "--max-steps", "1"])
+    assert code == 2
+    assert "the 'reference' judge needs field 'reference'" in capsys.readouterr().err

@@ -1,0 +1,111 @@
+"""The self-play phase of a round: every agent's K samples, judged pairwise, as one step.
+
+Runs after the round's observers (scenario field ``selfplay``). Each agent answers its
+round's question K times (one ``n=K`` request); LM judges (the observers' model with each
+observer persona, and/or the agent's graph neighbours with their own models and personas)
+compare every pair of samples and every sample against the round's final answers of the
+nearest other agents that answered the same question; verifiable judges (decline,
+reference similarity: sandbox.verifiers) vote too. Every group of every agent of every world
+is one producer, so the scheduler makes one generate call and one judge call per model.
+
+Records (registered kinds, so resume needs nothing here): one ``selfplay`` record per agent
+and one ``selfplay_ratings`` record per round with the agents' Bradley-Terry ratings.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+import networkx as nx
+
+from agents.prompts import OBSERVER_PERSONA
+from sandbox.context import RunContext
+from sandbox.engine import Producer, gather
+from sandbox.records import Phase, Record
+from sandbox.selfplay import (
+    Judge,
+    Opponent,
+    RatingsRecord,
+    SelfPlayAgent,
+    Verifier,
+    graph_ratings,
+    record_of,
+    selfplay_group,
+)
+from sandbox.verifiers import VerifiableJudges
+from sandbox.world import Agent
+from scenarios import Question
+
+SELFPLAY = Phase("selfplay")
+
+
+def _nearest_answering(ctx: RunContext, agent: Agent, answered: Sequence[Agent], limit: int) -> list[Agent]:
+    """Up to ``limit`` other agents that answered the same question, nearest on the graph first."""
+    distance = nx.single_source_shortest_path_length(ctx.world.graph, agent.node)
+    others = [a for a in answered if a.id != agent.id]
+    return sorted(others, key=lambda a: (distance.get(a.node, float("inf")), a.id))[:limit]
+
+
+class _Verifiers:
+    """The verifiable judges of one question as self-play Verifiers, each answer set judged once."""
+
+    def __init__(self, judges: VerifiableJudges, question: Question) -> None:
+        self.judges, self.question, self._judged = judges, question, {}
+
+    def judged(self, answers: Sequence[str]):
+        key = tuple(answers)
+        if key not in self._judged:
+            self._judged[key] = self.judges.judge_questions([self.question] * len(answers), list(answers))
+        return self._judged[key]
+
+    def verifiers(self) -> list[Verifier]:
+        return [Verifier(name, lambda _q, answers, name=name: [j.scores[name] for j in self.judged(answers)])
+                for name in self.judges.weights]
+
+
+def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, finals: Mapping[str, str]) -> Producer[list[Record]]:
+    """The phase's records; ``assignments`` are the round's (agent, question_id, question),
+    ``finals`` each agent's final answer this round (what the samples meet as opponents)."""
+    config = ctx.scenario.selfplay
+    observers = ctx.scenario.observers
+    questions = {q.id: q for q in ctx.loaded.train_questions}
+    judges = VerifiableJudges(encoder=ctx.memory.encoder) if config.verifiers else None
+    by_question: dict[str, list[Agent]] = {}
+    for a in assignments:
+        by_question.setdefault(a.question_id, []).append(a.agent)
+    producers, panels = [], []
+    for a in assignments:
+        agent = a.agent
+        lm_judges = []
+        if "observers" in config.judges:
+            personas = observers.personas or [OBSERVER_PERSONA]
+            lm_judges += [Judge("observers", ctx.backend(observers.model), config.criterion, personas[i % len(personas)])
+                          for i in range(observers.count)]
+        if "neighbours" in config.judges:
+            rng = random.Random(ctx.seed_for(round_index, "selfplay-judges", agent.id))
+            lm_judges += [Judge("neighbours", ctx.backend(p.model), config.criterion, p.persona)
+                          for p in ctx.world.peers(agent, config.neighbour_judges, rng)]
+        opponents = [Opponent(o.id, finals[o.id]) for o in
+                     _nearest_answering(ctx, agent, by_question[a.question_id], config.opponents) if o.id in finals]
+        panel = _Verifiers(judges, questions[a.question_id]) if judges else None
+        panels.append(panel)
+        producers.append(selfplay_group(
+            a.question, SelfPlayAgent(agent.id, agent.persona, agent.sampling.temperature, agent.sampling.top_p),
+            config.k, ctx.backend(agent.model), lm_judges, panel.verifiers() if panel else (), opponents,
+            seed=ctx.seed, group_id=f"{round_index}/{a.question_id}",
+            max_new_tokens=config.max_new_tokens or agent.sampling.max_new_tokens,
+        ))
+    groups = yield from gather(producers)
+    phase = str(SELFPLAY)
+    records: list[Record] = [
+        record_of(group, ctx.record_id(round_index, a.agent.id, a.question_id, "selfplay"), round_index, phase,
+                  a.agent.group, a.question_id,
+                  appropriate=[j.appropriate for j in panel.judged(group.samples)] if panel else None,
+                  expected=questions[a.question_id].expected, reference=questions[a.question_id].reference)
+        for a, group, panel in zip(assignments, groups, panels)
+    ]
+    ratings = graph_ratings(groups)
+    records.append(RatingsRecord(id=ctx.record_id(round_index, "selfplay-ratings"), round=round_index, phase=phase,
+                                 ratings=ratings, matches=sum(len(g.matches) for g in groups)))
+    return records
