@@ -74,7 +74,7 @@ def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, fina
     by_question: dict[str, list[Agent]] = {}
     for a in assignments:
         by_question.setdefault(a.question_id, []).append(a.agent)
-    producers, panels = [], []
+    producers, panels, met = [], [], []
     for a in assignments:
         agent = a.agent
         lm_judges = []
@@ -90,6 +90,7 @@ def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, fina
                      _nearest_answering(ctx, agent, by_question[a.question_id], config.opponents) if o.id in finals]
         panel = _Verifiers(judges, questions[a.question_id]) if judges else None
         panels.append(panel)
+        met.append([o.answer for o in opponents])
         producers.append(selfplay_group(
             a.question, SelfPlayAgent(agent.id, agent.persona, agent.sampling.temperature, agent.sampling.top_p),
             config.k, ctx.backend(agent.model), lm_judges, panel.verifiers() if panel else (), opponents,
@@ -101,9 +102,11 @@ def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, fina
     records: list[Record] = [
         record_of(group, ctx.record_id(round_index, a.agent.id, a.question_id, "selfplay"), round_index, phase,
                   a.agent.group, a.question_id,
-                  appropriate=[j.appropriate for j in panel.judged(group.samples)] if panel else None,
+                  # the verifiers judged the samples with the opponents' answers: reuse that, cut to the K
+                  appropriate=[j.appropriate for j in panel.judged(group.samples + answers)][: len(group.samples)]
+                  if panel else None,
                   expected=questions[a.question_id].expected, reference=questions[a.question_id].reference)
-        for a, group, panel in zip(assignments, groups, panels)
+        for a, group, panel, answers in zip(assignments, groups, panels, met)
     ]
     ratings = graph_ratings(groups)
     records.append(RatingsRecord(id=ctx.record_id(round_index, "selfplay-ratings"), round=round_index, phase=phase,
