@@ -58,7 +58,7 @@ def _answers(backend: Backend, questions: list, settings: EvalSettings) -> list[
         )
         for q in questions
     ]
-    return [completions[0].text for completions in backend.generate(requests)]
+    return [completions[0].text.strip() for completions in backend.generate(requests)]
 
 
 def evaluate(

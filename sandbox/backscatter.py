@@ -203,11 +203,11 @@ class Round:
         ])
         scores = call_grouped(
             [self.sim.backend(rater.model) for _, rater in work],
-            [prompts.rating_followup(messages, reason.text, self.config.scale)
+            [prompts.rating_followup(messages, reason.text.strip(), self.config.scale)
              for messages, reason in zip(reason_prompts, reasons)],
             lambda backend, batch: ratings_from_logprobs(backend, batch, self.config.scale),
         )
-        return [Rating(s.value, reason.text, s.ok, s.attempts) for s, reason in zip(scores, reasons)]
+        return [Rating(s.value, reason.text.strip(), s.ok, s.attempts) for s, reason in zip(scores, reasons)]
 
     def _rate_by_json(self, work, phase: str) -> list[Rating]:
         def call(backend: Backend, batch: list[tuple[dict, Agent]]) -> list[Rating]:
@@ -277,7 +277,7 @@ class Round:
             "question_id": assignment.question_id,
             "question": assignment.question,
             "version": version,
-            "text": completion.text,
+            "text": completion.text.strip(),
             "tokens": completion.num_tokens,
             "finish_reason": completion.finish_reason,
             **extra,

@@ -23,7 +23,9 @@ import httpx
 import pytest
 
 from agents.backends import BackendUnavailable, GenerationRequest, create_backend
+from agents.backends.hf import HFBackend
 from agents.backends.openai import OpenAIBackend, ServerError, candidate_logprobs
+from agents.seeding import sample_seed
 
 
 def user(text: str) -> list[dict]:
@@ -114,22 +116,68 @@ def test_many_requests_all_complete_in_request_order(backend):
     assert [comps[0].num_tokens for comps in out] == budgets
 
 
-def test_stop_strings_end_the_completion(backend):
+def test_stop_strings_end_the_completion(backend, tiny_hf):
     # The random model emits newlines: stopping at one leaves no newline and a "stop" finish.
     [[completion]] = backend.generate(
         [GenerationRequest(user("hi"), max_new_tokens=8, temperature=0.0, stop=("\n",))]
     )
     assert "\n" not in completion.text
-    assert completion.finish_reason == "stop"
+    assert (completion.finish_reason, completion.stop_string) == ("stop", "\n")
     assert completion.num_tokens < 8
+    # transformers serve keeps the stop string in the text it returns, so the cut is exact here.
+    assert tiny_hf.decode(list(completion.token_ids)) == completion.text + "\n"
+
+
+def test_stop_strings_cut_locally_match_the_servers_cut(served):
+    base_url, model = served
+    request = GenerationRequest(user("hi"), max_new_tokens=8, temperature=0.0, stop=("\n",))
+    local = OpenAIBackend(model, base_url, tokenizer=model, local_stop=True)
+    try:
+        [[cut_here]] = local.generate([request])
+    finally:
+        local.close()
+    assert (cut_here.finish_reason, cut_here.stop_string) == ("stop", "\n")
+    assert cut_here.num_tokens == 8  # the server did not know the stop string: it ran to the budget
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tiny_model_dir):
+    return HFBackend(tiny_model_dir)
+
+
+def test_a_prefix_continues_the_assistant_turn_as_the_hf_backend_does(backend, tiny_hf):
+    # /v1/completions with the ChatRenderer's prompt text: the same greedy reply as in-process.
+    messages, prefix = user("How do I apologise?"), "First, say"
+    request = GenerationRequest(messages, prefix=prefix, max_new_tokens=6, temperature=0.0)
+    [[served_reply]] = backend.generate([request])
+    [[local_reply]] = tiny_hf.generate([request])
+    assert served_reply.text == local_reply.text
+    assert served_reply.finish_reason == local_reply.finish_reason == "length"
+    plain = tiny_hf.generate([GenerationRequest(messages, max_new_tokens=6, temperature=0.0)])[0][0]
+    assert served_reply.text != plain.text  # the prefix really changed the context
+
+
+def test_a_prefix_without_a_local_tokenizer_is_a_clear_error(served):
+    base_url, model = served
+    bare = OpenAIBackend(model, base_url)
+    try:
+        with pytest.raises(BackendUnavailable, match="assistant prefix needs tokenizer="):
+            bare.generate([GenerationRequest(user("x"), prefix="Sure")])
+    finally:
+        bare.close()
+
+
+def test_transformers_serve_generation_logprobs_are_reported_unsupported(backend):
+    with pytest.raises(BackendUnavailable, match="logprobs are not supported .*transformers serve ignores"):
+        backend.generate([GenerationRequest(user("x"), max_new_tokens=2, logprobs=True)])
 
 
 def test_transformers_serve_log_probs_are_reported_unsupported_not_faked(backend):
     prompts = [user("Rate this from 1 to 5.")]
     with pytest.raises(BackendUnavailable, match="no top_logprobs .*transformers serve ignores"):
         backend.next_token_logprobs(prompts, ["1", "5"])
-    # A prefix needs /v1/completions with token ids, which transformers serve refuses (HTTP 400).
-    with pytest.raises(BackendUnavailable, match="prefix failed at .*prompt must be a string"):
+    # A prefix goes to /v1/completions, whose answer from transformers serve has no logprobs.
+    with pytest.raises(BackendUnavailable, match="prefix failed at .*no top_logprobs"):
         backend.next_token_logprobs(prompts, ["1", "5"], prefix="Rating:")
     with pytest.raises(
         BackendUnavailable, match="score failed at .*prompt must be a string.*vLLM serve does"
@@ -165,11 +213,13 @@ class RecordingServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, statuses: tuple[int, ...] = (), delay: float = 0.0) -> None:
+    def __init__(self, statuses: tuple[int, ...] = (), delay: float = 0.0, choice_extra: dict | None = None) -> None:
         super().__init__(("127.0.0.1", 0), RecordingHandler)
         self.statuses = list(statuses)  # answered first, in order; 200 after them
         self.delay = delay
+        self.choice_extra = choice_extra or {}  # e.g. vLLM's stop_reason
         self.headers_seen: list[dict] = []
+        self.bodies_seen: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
 
@@ -184,6 +234,7 @@ class RecordingHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with server.lock:
             server.headers_seen.append(dict(self.headers))
+            server.bodies_seen.append(body)
             status = server.statuses.pop(0) if server.statuses else 200
             server.in_flight += 1
             server.max_in_flight = max(server.max_in_flight, server.in_flight)
@@ -200,6 +251,7 @@ class RecordingHandler(BaseHTTPRequestHandler):
                             "content": "echo: " + body["messages"][-1]["content"],
                         },
                         "finish_reason": "stop",
+                        **server.choice_extra,
                     }
                 ],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
@@ -306,3 +358,37 @@ def test_closed_backend_refuses_work(recording):
     backend.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         backend.generate([GenerationRequest(user("x"))])
+
+
+def test_each_sample_sends_its_own_seed(recording):
+    server = recording()
+    backend = OpenAIBackend("m", server.base_url)
+    try:
+        backend.generate([GenerationRequest(user("a"), n=3, seed=5), GenerationRequest(user("b"), seed=6)])
+    finally:
+        backend.close()
+    sent = sorted((body["messages"][-1]["content"], body["seed"]) for body in server.bodies_seen)
+    assert sent == sorted([("a", sample_seed(5, k)) for k in range(3)] + [("b", sample_seed(6, 0))])
+    # seed + sample sent request 5's second sample the seed of request 6's first; these never meet.
+    assert len({seed for _, seed in sent}) == 4
+
+
+def test_a_server_that_cannot_tell_eos_from_a_stop_string_is_a_clear_error(recording):
+    backend = OpenAIBackend("m", recording().base_url)
+    try:
+        [[plain]] = backend.generate([GenerationRequest(user("q"))])
+        assert (plain.finish_reason, plain.stop_string) == ("eos", None)  # no stop strings asked: EOS
+        with pytest.raises(BackendUnavailable, match="did not say which .*local_stop=true"):
+            backend.generate([GenerationRequest(user("q"), stop=("\n",))])
+    finally:
+        backend.close()
+
+
+def test_vllms_stop_reason_tells_eos_from_a_stop_string(recording):
+    for stop_reason, expected in ((None, ("eos", None)), ("\n", ("stop", "\n"))):
+        backend = OpenAIBackend("m", recording(choice_extra={"stop_reason": stop_reason}).base_url)
+        try:
+            [[completion]] = backend.generate([GenerationRequest(user("q"), stop=("\n",))])
+        finally:
+            backend.close()
+        assert (completion.finish_reason, completion.stop_string) == expected

@@ -10,21 +10,30 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One chat prompt and how to sample ``n`` completions for it."""
+    """One chat prompt and how to sample ``n`` completions for it.
+
+    ``prefix`` starts the assistant's reply: the completion continues it (rendered by
+    ``agents.chat.ChatRenderer.prompt_text``, no new turn opened). Sample ``k`` is seeded
+    ``agents.seeding.sample_seed(seed, k)``. ``logprobs`` asks for the log-prob of every sampled
+    token under the model's own distribution (before temperature and top_p).
+    """
 
     messages: tuple[Message, ...] | list[Message]
+    prefix: str = ""
     n: int = 1
     temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens: int = 128
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: bool = False
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -37,11 +46,33 @@ class GenerationRequest:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
+FinishReason = Literal["eos", "stop", "length"]
+
+
 @dataclass(frozen=True)
 class Completion:
+    """One sample, raw: callers that want clean text strip it themselves.
+
+    ``text`` follows the prefix and is cut before the stop string; ``token_ids`` are the generated
+    ids without EOS, up to and including the token that completed the stop string (so the stop
+    string's tokens are there, later ones are not); ``logprobs`` (when requested) align with them.
+    ``finish_reason``: "eos" the model ended its turn, "stop" a stop string (``stop_string`` says
+    which), "length" the token budget ran out.
+    """
+
     text: str
-    num_tokens: int
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason
+    stop_string: str | None = None
+    logprobs: tuple[float, ...] | None = None
+    generated: int | None = None  # a server's own count (``usage``), when it reports one
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the backend generated (the EOS counts), for throughput stats."""
+        if self.generated is not None:
+            return self.generated
+        return len(self.token_ids) + (1 if self.finish_reason == "eos" else 0)
 
 
 @dataclass
@@ -72,8 +103,19 @@ class Backend(abc.ABC):
         """Return, per request, its ``n`` completions (in request order)."""
 
     @abc.abstractmethod
-    def score(self, prompts: list[list[Message]], continuations: list[str]) -> list[list[float]]:
-        """Per-token log-probs of each continuation as the assistant's reply to its prompt."""
+    def score(
+        self,
+        prompts: list[list[Message]],
+        continuations: list[str],
+        prefixes: list[str] | None = None,
+        end_of_turn: bool = True,
+    ) -> list[list[float]]:
+        """Per-token log-probs of each continuation as the assistant's reply (after its prefix).
+
+        Tokens come from ``ChatRenderer.split``: with ``end_of_turn`` the template's end-of-turn
+        tokens are scored too — exactly the tokens the trainer trains on, so the sum equals the
+        trainer's policy log-prob of the same pair.
+        """
 
     @abc.abstractmethod
     def next_token_logprobs(
@@ -99,10 +141,14 @@ def expected_rating(logprobs: dict[str, float], scale: list[int]) -> float | Non
     return sum(v * w for v, w in weights.items()) / total
 
 
-def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> tuple[str, bool]:
-    """Cut ``text`` at the earliest stop string; report whether one was found."""
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
+def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> tuple[str, str | None]:
+    """Cut ``text`` before the earliest stop string (the longest on a tie); return the rest and
+    which string cut it (None when none occurs)."""
+    found = [(text.find(s), -len(s), s) for s in stop if s and s in text]
+    if not found:
+        return text, None
+    index, _, string = min(found)
+    return text[:index], string
 
 
 class BackendUnavailable(RuntimeError):

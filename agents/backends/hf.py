@@ -2,7 +2,8 @@
 
 Requests are expanded to one row per sample, sorted by prompt length so chunks pad little,
 and cut into chunks whose rows x (prompt + new tokens) stay under ``max_batch_tokens``. Rows
-with different sampling settings share a call (see ``RowSampler``).
+with different sampling settings share a call (see ``RowSampler``). Prompts, prefixes and scored
+continuations are rendered by ``agents.chat.ChatRenderer``, the renderer the trainer uses.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from agents.backends.base import Backend, Completion, GenerationRequest, Message, one_line, truncate_at_stop
+from agents.chat import ChatRenderer
 from agents.registry import ModelNotAvailable, check_model, resolve
+from agents.seeding import sample_seed
 
 
 def default_device() -> str:
@@ -40,10 +43,6 @@ def load_model_and_tokenizer(
     return model.to(device), tokenizer
 
 
-def _row_seed(request: GenerationRequest, sample: int) -> int | None:
-    return None if request.seed is None else (request.seed * 1_000_003 + sample) & (2**63 - 1)
-
-
 class RowSampler(LogitsProcessor):
     """Per-row sampling inside one ``generate`` call.
 
@@ -52,19 +51,22 @@ class RowSampler(LogitsProcessor):
     calls. This processor samples each row itself — its own temperature, top_p, token budget,
     stop strings and seeded generator — and returns scores that make greedy decoding pick
     the sampled token. Because each row has its own generator, a seeded request gets the same
-    tokens whatever else shares its batch.
+    tokens whatever else shares its batch. Rows that asked for log-probs get, per step, the
+    sampled token's log-prob under the raw model logits it already holds (one log_softmax).
     """
 
-    def __init__(self, rows: list[tuple[GenerationRequest, int]], prompt_width: int, eos_id: int, tokenizer) -> None:
+    def __init__(self, rows: list[tuple[GenerationRequest, int]], prompt_width: int, eos_id: int, decode) -> None:
         self.prompt_width = prompt_width
         self.eos_id = eos_id
-        self.tokenizer = tokenizer
+        self.decode = decode
         self.requests = [request for request, _ in rows]
         self.generators = []
         for request, sample in rows:
-            seed = _row_seed(request, sample)
+            seed = sample_seed(request.seed, sample)
             self.generators.append(torch.Generator().manual_seed(seed) if seed is not None else None)
         self.stopped_by_string: set[int] = set()
+        self.logprob_rows = torch.tensor([row for row, request in enumerate(self.requests) if request.logprobs])
+        self.logprobs: list[list[float]] = [[] for _ in rows]  # per row, one value per step
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         step = input_ids.shape[1] - self.prompt_width
@@ -77,6 +79,11 @@ class RowSampler(LogitsProcessor):
                 chosen[row] = int(logits[row].argmax())
             else:
                 chosen[row] = self._sample(logits[row], request, self.generators[row])
+        if len(self.logprob_rows):
+            picked = chosen[self.logprob_rows, None]
+            values = torch.log_softmax(logits[self.logprob_rows], dim=-1).gather(-1, picked).squeeze(-1)
+            for row, value in zip(self.logprob_rows.tolist(), values.tolist()):
+                self.logprobs[row].append(value)
         forced = torch.full_like(scores, float("-inf"))
         forced[torch.arange(scores.shape[0]), chosen.to(scores.device)] = 0.0
         return forced
@@ -85,7 +92,7 @@ class RowSampler(LogitsProcessor):
         if row in self.stopped_by_string:
             return True
         window = max(len(s) for s in self.requests[row].stop) + 8
-        tail = self.tokenizer.decode(generated[-window:], skip_special_tokens=True)
+        tail = self.decode(generated[-window:].tolist())
         if any(s and s in tail for s in self.requests[row].stop):
             self.stopped_by_string.add(row)
             return True
@@ -113,17 +120,19 @@ class HFBackend(Backend):
         super().__init__()
         self.model_name = model
         self.model, self.tokenizer = load_model_and_tokenizer(model, device, dtype, trust_remote_code)
+        try:
+            self.renderer = ChatRenderer(self.tokenizer)
+        except ValueError as error:
+            raise ModelNotAvailable(f"model '{model}': {error}") from error
         self.model.eval()
         self.device = self.model.device
         self.max_batch_tokens = max_batch_tokens
 
-    # -- prompt rendering ---------------------------------------------------------------
+    # -- tokens -------------------------------------------------------------------------
 
-    def render(self, messages: list[Message] | tuple[Message, ...]) -> str:
-        return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-
-    def _prompt_ids(self, messages) -> list[int]:
-        return self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"]
+    def decode(self, token_ids: list[int]) -> str:
+        """Raw text of ``token_ids``: special tokens and spacing kept, so text and ids agree."""
+        return self.tokenizer.decode(token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in sequences)
@@ -154,7 +163,7 @@ class HFBackend(Backend):
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         """All requests, whatever their sampling settings, in as few calls as the budget allows."""
         started = time.perf_counter()
-        prompt_ids = [self._prompt_ids(r.messages) for r in requests]
+        prompt_ids = [self.renderer.prompt_ids(r.messages, r.prefix) for r in requests]
         rows = sorted(
             ((i, sample) for i, request in enumerate(requests) for sample in range(request.n)),
             key=lambda row: len(prompt_ids[row[0]]),
@@ -176,7 +185,7 @@ class HFBackend(Backend):
     def _generate_chunk(self, rows: list[tuple[GenerationRequest, int]], prompts: list[list[int]]) -> list[Completion]:
         ids, mask = self._left_pad(prompts)
         eos_id = self.tokenizer.eos_token_id
-        sampler = RowSampler(rows, ids.shape[1], eos_id, self.tokenizer)
+        sampler = RowSampler(rows, ids.shape[1], eos_id, self.decode)
         output = self.model.generate(
             input_ids=ids,
             attention_mask=mask,
@@ -191,19 +200,30 @@ class HFBackend(Backend):
         )
         new_tokens = output[:, ids.shape[1] :].tolist()
         return [
-            self._completion(tokens, request, row in sampler.stopped_by_string)
+            self._completion(tokens, request, sampler.logprobs[row] if request.logprobs else None)
             for row, (tokens, (request, _)) in enumerate(zip(new_tokens, rows))
         ]
 
-    def _completion(self, tokens: list[int], request: GenerationRequest, hit_stop_string: bool) -> Completion:
+    def _completion(self, tokens: list[int], request: GenerationRequest, logprobs: list[float] | None) -> Completion:
+        """Tokens up to EOS (or the budget); the sampler forces EOS right after a stop string's last
+        token, so the kept ids end with the stop string's tokens."""
         eos_ids = self._eos_ids()
         end = next((k for k, t in enumerate(tokens) if t in eos_ids), len(tokens))
         kept = tokens[: min(end, request.max_new_tokens)]
-        natural_end = end < request.max_new_tokens  # the model (or a stop string) ended it, not the budget
-        text, cut = truncate_at_stop(self.tokenizer.decode(kept, skip_special_tokens=True), request.stop)
-        count = len(kept) + (1 if natural_end and not hit_stop_string else 0)
-        finish = "stop" if natural_end or cut else "length"
-        return Completion(text=text.strip(), num_tokens=count, finish_reason=finish)
+        text, stop_string = truncate_at_stop(self.decode(kept), request.stop)
+        if stop_string is not None:
+            finish = "stop"
+        elif end < request.max_new_tokens:
+            finish = "eos"
+        else:
+            finish = "length"
+        return Completion(
+            text=text,
+            token_ids=tuple(kept),
+            finish_reason=finish,
+            stop_string=stop_string,
+            logprobs=None if logprobs is None else tuple(logprobs[: len(kept)]),
+        )
 
     def _eos_ids(self) -> set[int]:
         configured = self.model.generation_config.eos_token_id
@@ -214,11 +234,17 @@ class HFBackend(Backend):
     # -- scoring ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def score(self, prompts: list[list[Message]], continuations: list[str]) -> list[list[float]]:
+    def score(
+        self,
+        prompts: list[list[Message]],
+        continuations: list[str],
+        prefixes: list[str] | None = None,
+        end_of_turn: bool = True,
+    ) -> list[list[float]]:
+        prefixes = [""] * len(prompts) if prefixes is None else prefixes
         pairs = []
-        for index, (messages, continuation) in enumerate(zip(prompts, continuations, strict=True)):
-            head = self._prompt_ids(messages)
-            tail = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        for index, (messages, continuation, prefix) in enumerate(zip(prompts, continuations, prefixes, strict=True)):
+            head, tail = self.renderer.split(messages, continuation, prefix, end_of_turn)
             pairs.append((index, head, tail))
         scores: dict[int, list[float]] = {}
         ordered = sorted(pairs, key=lambda p: len(p[1]) + len(p[2]))
@@ -242,10 +268,7 @@ class HFBackend(Backend):
         self, prompts: list[list[Message]], candidates: list[str], prefix: str = ""
     ) -> list[dict[str, float]]:
         candidate_ids = {c: self._first_token_ids(c) for c in candidates}
-        encoded = [
-            (i, self.tokenizer(self.render(m) + prefix, add_special_tokens=False)["input_ids"])
-            for i, m in enumerate(prompts)
-        ]
+        encoded = [(i, self.renderer.prompt_ids(m, prefix)) for i, m in enumerate(prompts)]
         found: dict[int, dict[str, float]] = {}
         for chunk in self._chunks(sorted(encoded, key=lambda e: len(e[1])), lambda e: len(e[1])):
             ids, mask = self._left_pad([seq for _, seq in chunk])

@@ -1,15 +1,21 @@
 """Any OpenAI-compatible server (``vllm serve``, ``transformers serve``, llama.cpp) behind the batched API.
 
-Each sample is its own chat request (n=1), so every completion gets its exact token count from
-``usage``; a batch's requests run concurrently on a private event-loop thread, at most
-``concurrency`` in flight, so callers keep a plain synchronous call that also works from inside
-their own event loop.
+Each sample is its own request (n=1, seeded ``sample_seed(seed, k)``), so every completion gets its
+exact token count from ``usage``; a batch's requests run concurrently on a private event-loop
+thread, at most ``concurrency`` in flight, so callers keep a plain synchronous call that also works
+from inside their own event loop.
 
-Log-probs are only reported when the server really returns them. Scoring, and next-token
-log-probs after a partial assistant reply, need ``/v1/completions`` with token-id prompts rendered
-here by ``tokenizer`` (exactly as the hf backend renders them) plus ``echo``/``logprobs``: vLLM serve
-honours those; ``transformers serve`` ignores them, and then we raise BackendUnavailable rather than
-guess.
+A plain request goes to ``/v1/chat/completions`` (the server renders the chat). A request with an
+assistant prefix or ``logprobs`` goes to ``/v1/completions`` with a prompt rendered here by
+``agents.chat.ChatRenderer`` over ``tokenizer`` — the renderer every backend uses — since chat
+APIs cannot continue a partial assistant turn portably. Token ids are the server's when it
+reports them (vLLM's ``token_id:N``), else the local tokenizer's ids of each reported token, else a
+local encoding of the text. Finish reasons: servers say "stop" for EOS and stop strings alike;
+vLLM's ``stop_reason`` or a stop string left in the text tells them apart, and a server that does
+neither (llama-cpp-python) needs ``local_stop=True`` (stop strings are then cut here).
+
+Log-probs are only reported when the server really returns them; ``score`` needs token-id prompts
+with ``echo`` (vLLM serve). Where a server lacks a feature we raise BackendUnavailable, never guess.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from agents.backends.base import (
     one_line,
     truncate_at_stop,
 )
+from agents.chat import ChatRenderer
 from agents.registry import resolve
+from agents.seeding import sample_seed
 
 TOP_LOGPROBS = 20  # the most the OpenAI API lets a request ask for
 BACKOFF_BASE_SECONDS = 0.5
@@ -42,6 +50,7 @@ SCORING_SERVERS = (
     "vLLM serve does; llama-cpp-python's server takes text prompts only and transformers serve ignores "
     "echo/logprobs"
 )
+TOKEN_ID_MARK = "token_id:"  # vLLM's spelling of a token under --return-tokens-as-token-ids
 
 
 class ServerError(BackendUnavailable):
@@ -72,12 +81,6 @@ def candidate_logprobs(top: Iterable[tuple[str, float]], candidates: list[str]) 
     """A candidate's log-prob among the reported top tokens, merging ``"5"`` and ``" 5"``; absent: -inf."""
     top = list(top)
     return {c: _logsumexp([lp for token, lp in top if token in (c, " " + c)]) for c in candidates}
-
-
-def chat_prompt_ids(tokenizer, messages: list[Message], suffix: str = "") -> list[int]:
-    """Token ids of the chat prompt (generation prompt added) then ``suffix``, as HFBackend builds them."""
-    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-    return tokenizer(text + suffix, add_special_tokens=False)["input_ids"]
 
 
 class _LoopThread:
@@ -114,6 +117,7 @@ class OpenAIBackend(Backend):
         timeout: float = 60.0,
         max_retries: int = 3,
         tokenizer: str | None = None,
+        local_stop: bool = False,
     ) -> None:
         super().__init__()
         if concurrency < 1:
@@ -125,7 +129,9 @@ class OpenAIBackend(Backend):
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.tokenizer_name = tokenizer
+        self.local_stop = local_stop
         self._tokenizer = None
+        self._chat_renderer: ChatRenderer | None = None
         self._client = httpx.AsyncClient(
             headers=_auth_headers(api_key_env),
             timeout=httpx.Timeout(timeout),
@@ -185,10 +191,8 @@ class OpenAIBackend(Backend):
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         started = time.perf_counter()
         rows = [(req, sample) for req in requests for sample in range(req.n)]
-        answers = self._run([("/chat/completions", self._chat_payload(req, sample)) for req, sample in rows])
-        completions = [
-            self._completion(answer, req.stop) for (req, _), answer in zip(rows, answers, strict=True)
-        ]
+        answers = self._run([self._generation_call(req, sample) for req, sample in rows])
+        completions = [self._completion(answer, req) for (req, _), answer in zip(rows, answers, strict=True)]
         flat = iter(completions)
         out = [[next(flat) for _ in range(req.n)] for req in requests]
         self.stats.calls += len(rows)  # one HTTP request per sample
@@ -197,28 +201,102 @@ class OpenAIBackend(Backend):
         self.stats.seconds += time.perf_counter() - started
         return out
 
-    def _chat_payload(self, req: GenerationRequest, sample: int) -> dict:
+    def _generation_call(self, req: GenerationRequest, sample: int) -> tuple[str, dict]:
         payload = {
             "model": self.model_name,
-            "messages": list(req.messages),
             "max_tokens": req.max_new_tokens,
             "temperature": req.temperature,
             "top_p": req.top_p,
         }
-        if req.stop:
+        if req.stop and not self.local_stop:
             payload["stop"] = list(req.stop)
-        if req.seed is not None:
-            payload["seed"] = req.seed + sample  # distinct but reproducible samples
-        return payload
+        seed = sample_seed(req.seed, sample)
+        if seed is not None:
+            payload["seed"] = seed
+        if not (req.prefix or req.logprobs):
+            return "/chat/completions", {**payload, "messages": list(req.messages)}
+        feature = "a request with an assistant prefix" if req.prefix else "a request with logprobs"
+        payload["prompt"] = self._renderer(feature).prompt_text(req.messages, req.prefix)
+        if req.logprobs:
+            payload["logprobs"] = 1  # the sampled token's own log-prob comes with any top-k
+        return "/completions", payload
 
-    def _completion(self, answer: dict, stop: tuple[str, ...]) -> Completion:
+    def _completion(self, answer: dict, req: GenerationRequest) -> Completion:
         choice = answer["choices"][0]
         num_tokens = (answer.get("usage") or {}).get("completion_tokens")
         if num_tokens is None:
-            raise ServerError(f"{self.base_url} sent a chat completion without usage.completion_tokens")
-        text, hit_stop = truncate_at_stop(choice["message"].get("content") or "", stop)
-        finish = "length" if choice.get("finish_reason") == "length" and not hit_stop else "stop"
-        return Completion(text=text.strip(), num_tokens=num_tokens, finish_reason=finish)
+            raise ServerError(f"{self.base_url} sent a completion without usage.completion_tokens")
+        raw = choice["text"] if "text" in choice else (choice.get("message") or {}).get("content") or ""
+        text, stop_string = truncate_at_stop(raw, req.stop)
+        finish = self._finish_reason(choice, req, stop_string)
+        if finish == "stop" and stop_string is None:
+            stop_string = choice["stop_reason"]  # the server cut it: vLLM says which
+        ended = text + (stop_string or "")  # what the token ids spell: the text and the stop string
+        pieces = self._reported_tokens(choice, req)
+        if pieces is not None:
+            token_ids, logprobs = self._through(pieces, len(ended))
+        else:  # the server reported no tokens: the local tokenizer's encoding (empty without one)
+            renderer = self._renderer("token ids") if self.tokenizer_name is not None else None
+            token_ids, logprobs = (tuple(renderer.encode(ended)) if renderer else ()), None
+        return Completion(text=text, token_ids=token_ids, finish_reason=finish, stop_string=stop_string,
+                          logprobs=logprobs, generated=num_tokens)
+
+    def _finish_reason(self, choice: dict, req: GenerationRequest, stop_string: str | None) -> str:
+        if stop_string is not None:
+            return "stop"
+        reported = choice.get("stop_reason")
+        if isinstance(reported, str) and reported in req.stop:
+            return "stop"
+        if choice.get("finish_reason") == "length":
+            return "length"
+        if req.stop and not self.local_stop and "stop_reason" not in choice:
+            raise BackendUnavailable(
+                f"the server at {self.base_url} cut a stop string or met EOS and did not say which (no stop_reason, "
+                "stop string not kept in the text): set local_stop=true on the openai backend to cut stop "
+                "strings here"
+            )
+        return "eos"
+
+    def _reported_tokens(self, choice: dict, req: GenerationRequest) -> list[tuple[int, str, float]] | None:
+        """(id, text, log-prob) of each token the server reports, or None when it was not asked to."""
+        if not req.logprobs:
+            return None
+        reported = choice.get("logprobs") or {}
+        strings, values = reported.get("tokens"), reported.get("token_logprobs")
+        if not strings or values is None or len(values) != len(strings) or any(v is None for v in values):
+            raise BackendUnavailable(
+                f"logprobs are not supported by the server at {self.base_url}: its /v1/completions answer has no "
+                "logprobs.tokens/token_logprobs (vLLM serve and llama-cpp-python's server return them; "
+                "transformers serve ignores the request for them)"
+            )
+        return [(self._token_id(piece), self._piece_text(piece), value) for piece, value in zip(strings, values)]
+
+    def _token_id(self, piece: str) -> int:
+        if piece.startswith(TOKEN_ID_MARK) and piece[len(TOKEN_ID_MARK) :].isdigit():
+            return int(piece[len(TOKEN_ID_MARK) :])
+        ids = self._tokenizer.encode(piece, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ServerError(
+                f"the server at {self.base_url} reported the token {piece!r}, which the local tokenizer "
+                f"{self.tokenizer_name} does not spell as one token: is it the served model's tokenizer?"
+            )
+        return ids[0]
+
+    def _piece_text(self, piece: str) -> str:
+        if piece.startswith(TOKEN_ID_MARK) and piece[len(TOKEN_ID_MARK) :].isdigit():
+            return self._tokenizer.decode([int(piece[len(TOKEN_ID_MARK) :])])
+        return piece
+
+    @staticmethod
+    def _through(pieces: list[tuple[int, str, float]], length: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        """The reported tokens up to the one that reaches ``length`` characters (text + stop string)."""
+        covered, keep = 0, len(pieces)
+        for k, (_, piece, _) in enumerate(pieces):
+            if covered >= length:
+                keep = k
+                break
+            covered += len(piece)
+        return tuple(p[0] for p in pieces[:keep]), tuple(p[2] for p in pieces[:keep])
 
     # -- log-probs ----------------------------------------------------------------------
 
@@ -228,9 +306,11 @@ class OpenAIBackend(Backend):
         if prefix:
             # Chat APIs cannot continue a partial assistant message portably: render it here instead.
             feature = "next_token_logprobs with a prefix"
-            tokenizer = self._local_tokenizer(feature)
-            ids = [chat_prompt_ids(tokenizer, messages, prefix) for messages in prompts]
-            calls = [("/completions", self._completions_payload(seq, logprobs=TOP_LOGPROBS)) for seq in ids]
+            renderer = self._renderer(feature)
+            calls = [
+                ("/completions", self._completions_payload(renderer.prompt_text(messages, prefix), TOP_LOGPROBS))
+                for messages in prompts
+            ]
             answers = self._run_scoring(calls, feature)
             tops = [self._completions_top(answer) for answer in answers]
         else:
@@ -238,14 +318,18 @@ class OpenAIBackend(Backend):
             tops = [self._chat_top(answer) for answer in self._run(calls)]
         return [candidate_logprobs(top, candidates) for top in tops]
 
-    def score(self, prompts: list[list[Message]], continuations: list[str]) -> list[list[float]]:
-        tokenizer = self._local_tokenizer("score")
+    def score(
+        self,
+        prompts: list[list[Message]],
+        continuations: list[str],
+        prefixes: list[str] | None = None,
+        end_of_turn: bool = True,
+    ) -> list[list[float]]:
+        renderer = self._renderer("score")
+        prefixes = [""] * len(prompts) if prefixes is None else prefixes
         pairs = [
-            (
-                chat_prompt_ids(tokenizer, messages),
-                tokenizer(continuation, add_special_tokens=False)["input_ids"],
-            )
-            for messages, continuation in zip(prompts, continuations, strict=True)
+            renderer.split(messages, continuation, prefix, end_of_turn)
+            for messages, continuation, prefix in zip(prompts, continuations, prefixes, strict=True)
         ]
         calls = [
             ("/completions", self._completions_payload(head + tail, logprobs=1, echo=True))
@@ -267,10 +351,10 @@ class OpenAIBackend(Backend):
             "top_logprobs": TOP_LOGPROBS,
         }
 
-    def _completions_payload(self, token_ids: list[int], logprobs: int, echo: bool = False) -> dict:
+    def _completions_payload(self, prompt: str | list[int], logprobs: int, echo: bool = False) -> dict:
         payload = {
             "model": self.model_name,
-            "prompt": token_ids,
+            "prompt": prompt,
             "max_tokens": 1,
             "temperature": 0,
             "logprobs": logprobs,
@@ -280,7 +364,7 @@ class OpenAIBackend(Backend):
         return payload
 
     def _run_scoring(self, calls: list[tuple[str, dict]], feature: str) -> list[dict]:
-        """Completions with token-id prompts; a failure says which servers can do this at all."""
+        """Completions that need log-probs; a failure says which servers can do this at all."""
         try:
             return self._run(calls)
         except BackendUnavailable as error:  # ServerError included
@@ -288,8 +372,8 @@ class OpenAIBackend(Backend):
 
     def _unsupported(self, feature: str, reason: str) -> BackendUnavailable:
         return BackendUnavailable(
-            f"{feature} failed at {self.base_url} ({reason}); it needs /v1/completions to take token-id "
-            f"prompts and return logprobs (with echo, for score): {SCORING_SERVERS}"
+            f"{feature} failed at {self.base_url} ({reason}); it needs /v1/completions to return logprobs "
+            f"(and, for score, to take token-id prompts with echo): {SCORING_SERVERS}"
         )
 
     def _chat_top(self, answer: dict) -> list[tuple[str, float]]:
@@ -317,8 +401,8 @@ class OpenAIBackend(Backend):
 
     # -- local prompt rendering ---------------------------------------------------------
 
-    def _local_tokenizer(self, feature: str):
-        if self._tokenizer is None:
+    def _renderer(self, feature: str) -> ChatRenderer:
+        if self._chat_renderer is None:
             if self.tokenizer_name is None:
                 raise BackendUnavailable(
                     f"{feature} needs tokenizer=<HF tokenizer name or path> on the openai backend, "
@@ -327,7 +411,8 @@ class OpenAIBackend(Backend):
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(resolve(self.tokenizer_name))
-        return self._tokenizer
+            self._chat_renderer = ChatRenderer(self._tokenizer)
+        return self._chat_renderer
 
     # -- lifecycle ----------------------------------------------------------------------
 

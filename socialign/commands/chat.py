@@ -36,7 +36,7 @@ def run(args) -> int:
         for prompt in args.prompts
     ]
     for prompt, (completion,) in zip(args.prompts, backend.generate(requests)):
-        print(f"> {prompt}\n{completion.text}\n")
+        print(f"> {prompt}\n{completion.text.strip()}\n")
     stats = backend.stats
     print(f"[{len(requests)} prompts, {stats.generated_tokens} tokens in {stats.seconds:.1f} s "
           f"= {stats.tokens_per_second:.0f} tokens/s, {stats.calls} generate call(s)]")
