@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_CHAT_MODEL)
     parser.add_argument("--operations", type=int, nargs="+", default=[2])
     parser.add_argument("--max-number", type=int, nargs="+", default=[10])
+    parser.add_argument("--additive", action="store_true", help="+ and - only (no doubling, groups, shares)")
     parser.add_argument("--count", type=int, default=80)
     parser.add_argument("--split", default="train")
     parser.add_argument("--max-new-tokens", type=int, default=200)
@@ -28,7 +29,7 @@ def main() -> None:
     backend = HFBackend(args.model)
     for operations in args.operations:
         for max_number in args.max_number:
-            difficulty = Difficulty(operations=operations, max_number=max_number)
+            difficulty = Difficulty(operations=operations, max_number=max_number, multiply=not args.additive)
             batch = problems(args.split, args.count, difficulty)
             requests = [GenerationRequest(p.messages(), temperature=0.0, max_new_tokens=args.max_new_tokens) for p in batch]
             answers = [completions[0].text for completions in backend.generate(requests)]
@@ -36,7 +37,7 @@ def main() -> None:
             for p, text in list(zip(batch, answers))[: args.show]:
                 print(f"--- {p.text} (answer {p.answer})\n{text}")
             print(f"{args.model} greedy, {args.max_new_tokens} new tokens, {args.count} {args.split} problems, "
-                  f"operations={operations} max_number={max_number}: solved {solved}/{len(batch)} = {solved / len(batch):.0%}")
+                  f"{difficulty}: solved {solved}/{len(batch)} = {solved / len(batch):.0%}")
 
 
 if __name__ == "__main__":
