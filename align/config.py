@@ -20,6 +20,13 @@ SCHEDULERS = get_args(Scheduler)
 DEFAULT_LR = {"full": 5e-6, "lora": 5e-5}  # adapters need a larger step to move as far
 
 
+# Upper bounds: values past these cannot run on one machine (a typo, not a setting).
+MAX_LORA_RANK = 4096
+MAX_STEPS = 10_000_000
+MAX_BATCH = 65_536
+MAX_LENGTH = 1_048_576
+
+
 @dataclass
 class LoraSettings:
     """LoRA adapter (PEFT); the adapter is saved, plus a merged model."""
@@ -35,6 +42,7 @@ class LoraSettings:
     def checks(self) -> list[tuple[bool, str]]:
         return [
             (self.r >= 1 and self.alpha > 0, "LoRA rank and alpha must be positive"),
+            (self.r <= MAX_LORA_RANK, f"LoRA rank must be <= {MAX_LORA_RANK}"),
             (0 <= self.dropout < 1, "LoRA dropout must be in [0, 1)"),
         ]
 
@@ -86,8 +94,11 @@ class TrainConfig:
         """(condition, message) pairs; a subclass extends the list with its own."""
         return [
             (self.lr > 0, "learning rate must be > 0"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.max_steps is None or self.max_steps >= 1, "max steps must be >= 1"),
+            (1 <= self.epochs <= MAX_STEPS, f"epochs must be in [1, {MAX_STEPS:,}]"),
+            (self.max_steps is None or 1 <= self.max_steps <= MAX_STEPS, f"max steps must be in [1, {MAX_STEPS:,}]"),
+            (self.batch_size <= MAX_BATCH and self.grad_accum <= MAX_BATCH,
+             f"batch size and gradient accumulation must be <= {MAX_BATCH:,}"),
+            (self.max_length <= MAX_LENGTH, f"max length must be <= {MAX_LENGTH:,}"),
             (
                 self.batch_size >= 1 and self.grad_accum >= 1,
                 "batch size and gradient accumulation must be >= 1",

@@ -186,3 +186,17 @@ def test_hostile_run_manifests_exit_2(tmp_path, capsys, manifest):
         code, err = run_cli(capsys, command, str(run))
         assert code == 2 and "manifest" in err and "Traceback" not in err, err
     assert (run / "manifest.json").read_bytes() == manifest
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [("--lora-r", "1000000000", "LoRA rank must be <="), ("--max-steps", "99999999999", "max steps must be in"),
+     ("--batch-size", "10000000", "batch size and gradient accumulation must be <="),
+     ("--max-length", "99999999999", "max length must be <=")],
+)
+def test_training_numbers_too_large_for_the_machine_exit_2(tmp_path, capsys, flag, value, expected):
+    argv = ["train", "--method", "dpo", "--data", str(tmp_path), "--out", str(tmp_path / "out"), flag, value]
+    if flag == "--lora-r":
+        argv.append("--lora")
+    code, err = run_cli(capsys, *argv)
+    assert code == 2 and expected in err and "Traceback" not in err, err
