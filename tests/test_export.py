@@ -78,7 +78,7 @@ def write_run(root: Path, scenario: dict, answers: list[tuple[str, str, int, int
         "scenarios": {"hand": {"path": "-", "sha256": "-", "config": config.model_dump(mode="json"),
                                "train_questions": [Question.model_validate(q).model_dump(mode="json", exclude_none=True)
                                                    for q in scenario["questions"]["inline"]]}},
-        "worlds": {"hand-r0": {"scenario": "hand"}},
+        "worlds": {"hand-r0": {"scenario": "hand", "seed": config.seed}},
     })
     return root
 
