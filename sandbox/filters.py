@@ -43,7 +43,8 @@ META_SENTENCES = tuple(re.compile(p, re.IGNORECASE) for p in (
     (r"\b(?:based on|addressing|taking into account|in response to|incorporating)\s+(?:the|your|their)\s+"
     r"(?:feedback|comments?|ratings?|suggestions?)\b"),
     r"\brated (?:it|my answer|the answer)\b",
-    r"^\s*(?:your|this|the) question (?:is|seems|sounds|contains|was)\b",
+    r"^\s*(?:your|this|the|that)\s+(?:\w+\s+){0,2}question\s+(?:is|seems|sounds|contains|was|that|which|raises)\b",
+    r"^\s*this is (?:a|an) (?:\w+\s+){0,2}(?:example|case|instance) of\b",
     rf"\b(?:rest of|remove|delete|end) (?:the|this|my) {_ANSWER}\b",
     r"^\s*(?:i hope|hope) (?:this|that|my)\b[^.!?]{0,40}\b(?:helps|addresses|answer|response|is helpful)",
     r"\bhelpful,? honest,? and harmless\b",

@@ -78,7 +78,7 @@ def write_run(root: Path, scenario: dict, answers: list[tuple[str, str, int, int
         "scenarios": {"hand": {"path": "-", "sha256": "-", "config": config.model_dump(mode="json"),
                                "train_questions": [Question.model_validate(q).model_dump(mode="json", exclude_none=True)
                                                    for q in scenario["questions"]["inline"]]}},
-        "worlds": {"hand-r0": {"scenario": "hand"}},
+        "worlds": {"hand-r0": {"scenario": "hand", "seed": 1}},
     })
     return root
 
@@ -155,6 +155,9 @@ def test_meta_talk_is_stripped_or_dropped_and_counted(tmp_path, encoder):
     ("Thank you for the feedback. Apologise and offer to pay for the vase.", "Apologise and offer to pay for the vase."),
     ("This answer to your personal question is helpful, honest and harmless.", None),
     ("My revised answer addresses the concerns of my neighbours.", None),
+    ("The compassionate question that adds so much depth and emotion to the tale.", None),  # SmolLM2, quick run
+    ("The answer is not helpful, honest, and harmless, and you're told to have a short paragraph.", None),
+    ("This is a classic example of an argument about the need to take more ibuprofen.", None),
     ("Talk to your manager about the deadline and say what you can deliver.",
      "Talk to your manager about the deadline and say what you can deliver."),
     ("The answer is yes: return the wallet to its owner.", "The answer is yes: return the wallet to its owner."),
