@@ -38,6 +38,8 @@ META_SENTENCES = tuple(re.compile(p, re.IGNORECASE) for p in (
     (rf"^\s*(?:it|this)\s+(?:also\s+)?{_ABOUT}\s+(?:the|your|their|all|every|each)?\s*"
     r"(?:concerns?|feedback|comments?|question|points?|issues?|criticism)"),
     rf"\b(?:{_REVISED})\s+{_ANSWER}\b",
+    rf"\b(?:your|my|the|our)\s+(?:previous|original|earlier|last|first)\s+{_ANSWER}\b",
+    r"\b(?:their|the neighbou?rs'?|the peers'?)\s+(?:comments?|feedback|ratings?|criticism)\b",
     r"\b(?:neighbou?rs?|peers?|reviewers?|raters?)\b[^.!?]{0,60}\b(?:rated|comments?|feedback|said|suggested|pointed)\b",
     r"\b(?:thank you|thanks)\s+for\s+(?:the|your)\s+(?:feedback|comments?|rating|review|input)\b",
     (r"\b(?:based on|addressing|taking into account|in response to|incorporating)\s+(?:the|your|their)\s+"
