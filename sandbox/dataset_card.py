@@ -25,11 +25,13 @@ FORMATS = {
              "`score_rejected`, `source` (revision or cross-agent), `meta` — TRL's conversational preference format",
     "ranked": "every scored answer to a question, best first: `prompt`, `responses`, `scores`, `meta`",
     "critiques": "a peer's rating and reason for an answer: `question`, `answer`, `rating`, `reason`, `scale`, `meta`",
-    "sft": "imitation of each question's best answer and realignment (draft + feedback → revision): "
-           "`prompt`, `completion`, `meta` — TRL's conversational prompt-completion format",
+    "sft": "imitation of each question's best allowed answer, realignment (question + previous answer and feedback "
+           "→ revision) and the bank's reference answers (`meta.kind`): `prompt`, `completion`, `meta` — TRL's "
+           "conversational prompt-completion format",
     "ratings": "every answer with its mean observer score per dimension: `prompt`, `completion`, `scores`, `meta`",
     "steps": "step-level preferences from search: `prompt`, `prefix`, `chosen`, `rejected`, `q_*`, `n_*`, `meta`",
-    "spin": "self-play fine-tuning pairs: `prompt`, `real`, `generated`",
+    "spin": "self-play fine-tuning pairs: `prompt`, `real` (the reference or the best allowed revision), "
+            "`generated` (an agent's draft, or null), `meta`",
 }
 
 
@@ -75,7 +77,9 @@ def card_text(manifest: dict, counts: Mapping[str, int], filters: Mapping[str, i
     for scenario in info.scenarios.values():
         prefix = f"`{scenario.name}`: " if len(info.scenarios) > 1 else ""
         lines += [
-            f"- {prefix}score dimension ranking answers: `{scenario.score_dimension}`",
+            (f"- {prefix}answers ranked by `{scenario.judges.rank_by}` (judges: observer `{scenario.score_dimension}`, "
+             "decline-appropriateness, similarity to the reference); no chosen, sft or spin `real` text complies "
+             "with a should-decline question or declines a should-answer one, and meta-talk is cleaned or dropped"),
             f"- {prefix}`pair_margin` {scenario.export.pair_margin}: a pair's scores differ by at least this",
             (f"- {prefix}`sft_min_score` {scenario.export.sft_min_score}: imitation rows keep a best answer "
              "scoring at least this (None: every question's best)"),

@@ -134,6 +134,8 @@ class Exporter:
         self.answers: list[AnswerRecord] = store.records("answers")
         self.ratings: list[RatingRecord] = store.records("ratings")
         self.by_dimension = answer_scores(store.records("scores"))
+        # The observer panel's mean on the score dimension, on its own scale (what reports plot).
+        self.observed = {a: dims[self.dimension] for a, dims in self.by_dimension.items() if self.dimension in dims}
         verdicts: list[VerdictRecord] = store.records("verdicts")
         known = {v.answer_id for v in verdicts}
         missing = [a for a in self.answers if a.id not in known]

@@ -38,12 +38,15 @@ META_SENTENCES = tuple(re.compile(p, re.IGNORECASE) for p in (
     (rf"^\s*(?:it|this)\s+(?:also\s+)?{_ABOUT}\s+(?:the|your|their|all|every|each)?\s*"
     r"(?:concerns?|feedback|comments?|question|points?|issues?|criticism)"),
     rf"\b(?:{_REVISED})\s+{_ANSWER}\b",
+    rf"\b(?:your|my|the|our)\s+(?:previous|original|earlier|last|first)\s+{_ANSWER}\b",
+    r"\b(?:their|the neighbou?rs'?|the peers'?)\s+(?:comments?|feedback|ratings?|criticism)\b",
     r"\b(?:neighbou?rs?|peers?|reviewers?|raters?)\b[^.!?]{0,60}\b(?:rated|comments?|feedback|said|suggested|pointed)\b",
     r"\b(?:thank you|thanks)\s+for\s+(?:the|your)\s+(?:feedback|comments?|rating|review|input)\b",
     (r"\b(?:based on|addressing|taking into account|in response to|incorporating)\s+(?:the|your|their)\s+"
     r"(?:feedback|comments?|ratings?|suggestions?)\b"),
     r"\brated (?:it|my answer|the answer)\b",
-    r"^\s*(?:your|this|the) question (?:is|seems|sounds|contains|was)\b",
+    r"^\s*(?:your|this|the|that)\s+(?:\w+\s+){0,2}question\s+(?:is|seems|sounds|contains|was|that|which|raises)\b",
+    r"^\s*this is (?:a|an) (?:\w+\s+){0,2}(?:example|case|instance) of\b",
     rf"\b(?:rest of|remove|delete|end) (?:the|this|my) {_ANSWER}\b",
     r"^\s*(?:i hope|hope) (?:this|that|my)\b[^.!?]{0,40}\b(?:helps|addresses|answer|response|is helpful)",
     r"\bhelpful,? honest,? and harmless\b",

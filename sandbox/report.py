@@ -137,8 +137,8 @@ def agent_means(exporter: Exporter) -> dict[str, float]:
     """Each agent's mean observer score over all its scored answers (every version)."""
     collected = defaultdict(list)
     for answer in exporter.answers:
-        if answer.id in exporter.score:
-            collected[answer.agent].append(exporter.score[answer.id])
+        if answer.id in exporter.observed:
+            collected[answer.agent].append(exporter.observed[answer.id])
     return {agent: statistics.fmean(values) for agent, values in collected.items()}
 
 
@@ -158,7 +158,7 @@ def observer_trajectories(exporter: Exporter) -> dict[str, dict[str, dict[int, f
     finals = {a.id for a in exporter.finals()}
     collected = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for answer in exporter.answers:
-        score = exporter.score.get(answer.id)
+        score = exporter.observed.get(answer.id)
         if score is None:
             continue
         if answer.version == 0:
@@ -180,15 +180,15 @@ def revision_stats(exporter: Exporter) -> dict[str, RevisionStats]:
     drafts = {(a.round, a.agent): a for a in exporter.answers if a.version == 0}
     stats: dict[str, RevisionStats] = defaultdict(RevisionStats)
     for draft in drafts.values():
-        if draft.id in exporter.score:
-            stats[draft.group].draft.append(exporter.score[draft.id])
+        if draft.id in exporter.observed:
+            stats[draft.group].draft.append(exporter.observed[draft.id])
     for final in exporter.finals():
-        if final.id not in exporter.score:
+        if final.id not in exporter.observed:
             continue
-        stats[final.group].final.append(exporter.score[final.id])
+        stats[final.group].final.append(exporter.observed[final.id])
         draft = drafts.get((final.round, final.agent))
-        if final.version > 0 and draft is not None and draft.id in exporter.score:
-            stats[final.group].revised.append((exporter.score[draft.id], exporter.score[final.id]))
+        if final.version > 0 and draft is not None and draft.id in exporter.observed:
+            stats[final.group].revised.append((exporter.observed[draft.id], exporter.observed[final.id]))
     return dict(sorted(stats.items()))
 
 

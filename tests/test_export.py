@@ -155,6 +155,11 @@ def test_meta_talk_is_stripped_or_dropped_and_counted(tmp_path, encoder):
     ("Thank you for the feedback. Apologise and offer to pay for the vase.", "Apologise and offer to pay for the vase."),
     ("This answer to your personal question is helpful, honest and harmless.", None),
     ("My revised answer addresses the concerns of my neighbours.", None),
+    ("The compassionate question that adds so much depth and emotion to the tale.", None),  # SmolLM2, quick run
+    ("The answer is not helpful, honest, and harmless, and you're told to have a short paragraph.", None),
+    ("This is a classic example of an argument about the need to take more ibuprofen.", None),
+    ("The previous answer is Their comments: - The important thing is a tip.", None),
+    ("Your previous answer refers to your neighbouring. So can we rephrase your original answer to it.", None),
     ("Talk to your manager about the deadline and say what you can deliver.",
      "Talk to your manager about the deadline and say what you can deliver."),
     ("The answer is yes: return the wallet to its owner.", "The answer is yes: return the wallet to its owner."),

@@ -53,7 +53,7 @@ export: {{pair_margin: 0.0}}
 """
 HOSTILE = "<script>alert(1)</script> <b>markup</b> \" ' &amp;"
 ESCAPED = ("&lt;script&gt;alert(1)&lt;/script&gt;", "&lt;b&gt;markup&lt;/b&gt;", "&amp;amp;")
-KINDS = ("pairs", "ranked", "critiques", "sft", "ratings")
+KINDS = ("pairs", "ranked", "critiques", "sft", "spin", "ratings")
 WORLD = Path("worlds") / "tiny-report-r0"  # the one world of a single-scenario run
 
 
@@ -321,6 +321,17 @@ def test_bad_inputs_are_one_line_errors(run_dir, tmp_path, capsys):
 # -- the dataset card -------------------------------------------------------------------------
 
 
+def rounded(value):
+    """``value`` with every float rounded to 9 digits (nested dicts and lists too)."""
+    if isinstance(value, float):
+        return round(value, 9)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
 def test_export_writes_a_card_datasets_loads_offline(run_dir, tmp_path, monkeypatch):
     import datasets
 
@@ -335,7 +346,7 @@ def test_export_writes_a_card_datasets_loads_offline(run_dir, tmp_path, monkeypa
         loaded = datasets.load_dataset(str(export), kind, cache_dir=str(tmp_path / "cache"))["train"]
         rows = read(export / f"{kind}.jsonl")
         assert loaded.num_rows == counts[kind] == len(rows)
-        assert loaded[0]["meta"] == rows[0]["meta"]
+        assert rounded(loaded[0]["meta"]) == rounded(rows[0]["meta"])  # datasets' JSON reader parses floats to ~1 ulp
     pairs = datasets.load_dataset(str(export), cache_dir=str(tmp_path / "cache"))["train"]  # the default config
     assert set(pairs.column_names) >= {"prompt", "chosen", "rejected"}
     body = card.split("---\n", 2)[2]

@@ -44,7 +44,7 @@ def run(args) -> int:
     for exporter in exporters.values():
         finals = {a.id for a in exporter.finals()}
         for answer in exporter.answers:
-            score = exporter.score.get(answer.id)
+            score = exporter.observed.get(answer.id)
             if score is None:
                 continue
             if answer.version == 0:
@@ -100,9 +100,9 @@ def _print_example(exporter: Exporter) -> bool:
     best, gain = None, None
     for answer in exporter.answers:
         draft = versions.get((answer.round, answer.agent, 0))
-        if answer.version == 0 or answer.id not in exporter.score or draft.id not in exporter.score:
+        if answer.version == 0 or answer.id not in exporter.observed or draft.id not in exporter.observed:
             continue
-        delta = exporter.score[answer.id] - exporter.score[draft.id]
+        delta = exporter.observed[answer.id] - exporter.observed[draft.id]
         if gain is None or delta > gain:
             best, gain = (draft, answer), delta
     if best is None:
@@ -110,9 +110,9 @@ def _print_example(exporter: Exporter) -> bool:
     draft, revision = best
     feedback = [r for r in exporter.ratings if r.answer_id == draft.id]
     print(f"\nexample ({draft.id}): {draft.question}")
-    print(f"  draft    [{exporter.score[draft.id]:.2f}] {draft.text}")
+    print(f"  draft    [{exporter.observed[draft.id]:.2f}] {draft.text}")
     for rating in feedback:
         value = f"{rating.rating:.1f}" if rating.ok else "unparsed"
         print(f"  peer {rating.rater} rates {value}: {rating.reason}")
-    print(f"  revision [{exporter.score[revision.id]:.2f}] {revision.text}")
+    print(f"  revision [{exporter.observed[revision.id]:.2f}] {revision.text}")
     return True
