@@ -47,9 +47,9 @@ def test_labels_are_enough_and_well_formed():
     assert sum(not r["declined"] for r in rows) >= 50
 
 
-# Measured (bench/decline_detector.py): dev 0.909, test 0.875, all 0.890. The rules were tuned on
-# dev only; the held-out half is below the 0.90 target, and the floors say what is guaranteed.
-FLOORS = {"dev": 0.90, "test": 0.85, "all": 0.87}
+# Measured (bench/decline_detector.py): dev 0.913, test 0.894, all 0.902. The rules were tuned on
+# dev only; the held-out half is just under the 0.90 target, and the floors say what is guaranteed.
+FLOORS = {"dev": 0.90, "test": 0.88, "all": 0.90}
 
 
 @pytest.mark.parametrize("split", list(FLOORS))
@@ -222,3 +222,34 @@ def test_reward_function_in_trl_signature(encoder):
         reward(prompts=["q"], completions=["a"], expected=["answer"], trainer_state=None)
     with pytest.raises(ValueError, match="cannot reward by 'exact'"):
         reward_function(judges, judge="exact")
+
+
+def test_one_real_grpo_step_on_the_verifiable_reward(tiny_model_dir, encoder, tmp_path):
+    """TRL's GRPOTrainer calls the reward itself, with the dataset's expected/reference columns."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    data = Dataset.from_list(
+        [
+            {"prompt": [{"role": "user", "content": q.text}], "expected": q.expected, "reference": q.reference}
+            for q in (DECLINE_Q, ANSWER_Q)
+        ]
+    )
+    reward = reward_function(VerifiableJudges({"decline": 1.0, "reference": 0.5}, encoder=encoder))
+    config = GRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        max_steps=1,
+        report_to=[],
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+    )
+    trainer = GRPOTrainer(model=tiny_model_dir, reward_funcs=reward, args=config, train_dataset=data)
+    trainer.train()
+    (logged,) = [h for h in trainer.state.log_history if "rewards/verifiable_total/mean" in h]
+    # random text never declines: 0 on the should-decline prompt, 1 on the should-answer one
+    assert logged["verifiable/decline"] == 0.5
+    assert -1 <= logged["verifiable/reference"] <= 1
