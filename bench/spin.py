@@ -137,7 +137,8 @@ def main() -> None:
 
 def table(reports: dict, base: str) -> str:
     def cell(stats: dict, signed: bool = False) -> str:
-        return f"{stats['mean'] * 100:{'+' if signed else ''}.1f} [{stats['low'] * 100:.1f}, {stats['high'] * 100:.1f}]"
+        spec = "+.1f" if signed else ".1f"
+        return f"{stats['mean'] * 100:{spec}} [{stats['low'] * 100:{spec}}, {stats['high'] * 100:{spec}}]"
 
     lines = ["| model | decline rate % | over-decline % | decline vs base, paired (pp) | over-decline vs base (pp) |",
              "|---|---|---|---|---|"]
