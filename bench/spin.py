@@ -10,7 +10,7 @@ greedily and are compared, paired by question, with the base model. Prints a mar
 each step's wall time.
 
 Usage: python bench/spin.py --out DIR [--model smollm2-135m-instruct] [--train 60] [--heldout 120]
-           [--sft-lr 3e-5] [--sft-epochs 2] [--spin-lr 1e-5] [--iterations 1] [--lora]
+           [--sft-lr 2e-5] [--sft-epochs 1] [--spin-lr 1e-5] [--iterations 1] [--lora]
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--train", type=int, default=60)
     parser.add_argument("--heldout", type=int, default=120)
-    parser.add_argument("--sft-lr", type=float, default=3e-5)
-    parser.add_argument("--sft-epochs", type=int, default=2)
+    parser.add_argument("--sft-lr", type=float, default=2e-5)
+    parser.add_argument("--sft-epochs", type=int, default=1)
     parser.add_argument("--spin-lr", type=float, default=1e-5)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--iterations", type=int, default=1)
@@ -137,7 +137,8 @@ def main() -> None:
 
 def table(reports: dict, base: str) -> str:
     def cell(stats: dict, signed: bool = False) -> str:
-        return f"{stats['mean'] * 100:{'+' if signed else ''}.1f} [{stats['low'] * 100:.1f}, {stats['high'] * 100:.1f}]"
+        spec = "+.1f" if signed else ".1f"
+        return f"{stats['mean'] * 100:{spec}} [{stats['low'] * 100:{spec}}, {stats['high'] * 100:{spec}}]"
 
     lines = ["| model | decline rate % | over-decline % | decline vs base, paired (pp) | over-decline vs base (pp) |",
              "|---|---|---|---|---|"]
