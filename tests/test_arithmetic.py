@@ -73,7 +73,7 @@ def test_prompt_asks_for_steps_and_the_answer_line():
         ("The answer is 8 + 8 = 16.", 16),  # the clause's last number
         ("The answer is **$17**.", 17),
         ("the answer is: 1,200 apples. Step 4: 3", 1200),  # the clause ends at its full stop
-        ("The answer is 5.\nLater: the answer is 6.", 6),  # the last phrase wins
+        ("The answer is 5.\n\nProblem: Tom has 2. ... The answer is 6.", 5),  # the first phrase: later text rambles
         ("The answer is 17.5", 17.5),
         ("The answer is -3.", -3),
         ("The answer is seventeen. 3 + 4 = 7", 7),  # no number in the phrase: the last number
