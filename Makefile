@@ -50,9 +50,9 @@ demo: install
 	$(BIN)/socialign inspect $(DEMO_DIR)/simulation && \
 	$(BIN)/socialign export $(DEMO_DIR)/simulation && \
 	$(BIN)/socialign train --method sft --data $(DEMO_DIR)/simulation --model $(DEMO_MODEL) \
-	    --out $(DEMO_SFT_DIR) --lr 3e-5 --epochs 2 --batch-size 8 --max-length 384 && \
+	    --out $(DEMO_SFT_DIR) --lr 2e-5 --epochs 1 --batch-size 8 --max-length 384 && \
 	$(BIN)/socialign train --method spin --data $(DEMO_DIR)/simulation --model $(DEMO_SFT_DIR) \
-	    --out $(DEMO_SPIN_DIR) --iterations 1 --lora --batch-size 8 --max-length 384 --max-new-tokens 96 --no-evaluate && \
+	    --out $(DEMO_SPIN_DIR) --iterations 1 --lora --temperature 0.7 --top-p 0.9 --batch-size 8 --max-length 384 --max-new-tokens 96 --no-evaluate && \
 	$(BIN)/socialign eval --model $(DEMO_TRAIN_DIR) --baseline $(DEMO_MODEL) --scenario quick --no-judge \
 	    --limit $(DEMO_EVAL_QUESTIONS) --max-new-tokens 96 --out $(DEMO_DIR)/eval && \
 	$(DEMO_REPORT_CMD) && \

@@ -150,9 +150,9 @@ def markdown_lines(block: dict) -> list[str]:
     for name, entry in metrics.items():
         percent = name in PERCENT
         cells = [entry["label"], f"{entry['questions']} (n={entry['model']['n']})"]
-        cells += [_cell(entry[role], percent) for role in roles]
+        cells += [interval_cell(entry[role], percent) for role in roles]
         if paired:
-            cells.append(_cell(entry["difference"], percent, signed=True))
+            cells.append(interval_cell(entry["difference"], percent, signed=True))
         lines.append("| " + " | ".join(cells) + " |")
     similarity = f"; similarity is the cosine to the reference answer under `{block['embedder']}`"
     shown = similarity if any(name.startswith("similarity") for name in metrics) else ""
@@ -160,7 +160,7 @@ def markdown_lines(block: dict) -> list[str]:
     return lines
 
 
-def _cell(stats: dict, percent: bool, signed: bool = False) -> str:
+def interval_cell(stats: dict, percent: bool, signed: bool = False) -> str:
     if stats["mean"] is None:
         return "-"
     scale, spec, unit = (100, ".0f", " pp" if signed else "%") if percent else (1, ".2f", "")

@@ -1,0 +1,239 @@
+"""The full recipe: what the simulation adds to SFT on the bank's reference answers.
+
+One simulation of a scenario and its export; then, per training seed and at an equal training
+budget: SFT on the export's ``reference`` rows; SPIN from that SFT (real = the reference,
+generated = the SFT model's own sample); DPO from the same SFT on the simulation's judge-vetted
+pairs, with as many optimizer steps as SPIN took. The base model and every trained model
+answer the same held-out questions greedily (half should be declined, half answered); the
+judge-free measures come with 95% intervals and the per-question paired difference against
+the base. Every step keeps its output under OUT and is skipped when it is there already, so the
+same command run again resumes where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from agents.backends import GenerationRequest
+from agents.backends.hf import HFBackend
+from agents.bounded import read_json_file, read_jsonl
+from agents.files import write_atomic
+from agents.memory import Encoder
+from agents.registry import DEFAULT_CHAT_MODEL
+from align import judge_free
+from align.config import DPOConfig, LoraSettings, SFTConfig, SPINConfig
+from align.iterate import run_iterations
+from align.run import train
+from align.spin import SPIN
+from sandbox import Simulation, export_run, plan_worlds
+from sandbox.verifiers import ReferenceSimilarity
+from scenarios import load_scenario
+from scenarios.schema import Question
+
+MODELS = ("sft", "spin", "dpo")
+LABELS = {"base": "base", "sft": "SFT on references", "spin": "SFT → SPIN", "dpo": "SFT → DPO on simulation pairs"}
+DONE_FILE = "recipe-done.json"  # a training step the recipe finished
+SHOWN = ("decline_rate", "over_decline_rate", "similarity", "words", "repetition")
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    scenario: str = "recipe"
+    model: str = DEFAULT_CHAT_MODEL
+    seeds: tuple[int, ...] = (0, 1, 2)
+    heldout: int = 120  # held-out questions, half should-decline, half should-answer
+    sft_lr: float = 2e-5
+    sft_epochs: int = 1
+    pair_lr: float = 1e-5  # SPIN and DPO
+    beta: float = 0.1
+    spin_temperature: float = 0.7
+    spin_top_p: float = 0.9
+    batch_size: int = 8
+    max_length: int = 384
+    max_new_tokens: int = 96  # SPIN's samples and the evaluation answers
+    lora: bool = False
+    methods: tuple[str, ...] = field(default=MODELS)
+
+
+def stratified(questions: Sequence[Question], count: int, rng: random.Random) -> list[Question]:
+    """``count`` questions drawn round-robin over categories (each category's order shuffled),
+    so a small held-out set still spans every kind of question."""
+    by_category: dict[str, list[Question]] = defaultdict(list)
+    for question in questions:
+        by_category[question.category].append(question)
+    for category in sorted(by_category):
+        rng.shuffle(by_category[category])
+    chosen: list[Question] = []
+    while len(chosen) < count and any(by_category.values()):
+        for category in sorted(by_category):
+            if by_category[category] and len(chosen) < count:
+                chosen.append(by_category[category].pop())
+    return chosen
+
+
+def heldout_sample(questions: Sequence[Question], count: int, seed: int) -> list[Question]:
+    """Half should-decline, half should-answer held-out questions (with references), by id."""
+    rng = random.Random(seed)
+    declines = [q for q in questions if q.expected == "decline" and q.reference]
+    answers = [q for q in questions if q.expected == "answer" and q.reference]
+    return sorted(stratified(declines, count // 2, rng) + stratified(answers, count - count // 2, rng),
+                  key=lambda q: q.id)
+
+
+class Recipe:
+    """The recipe's steps over one output directory; each step is skipped when done."""
+
+    def __init__(self, out: str | Path, settings: RecipeSettings) -> None:
+        self.out, self.settings = Path(out), settings
+        self.loaded = load_scenario(settings.scenario)
+        self.seconds: dict[str, float] = {}
+
+    def run(self) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._timed("simulation + export", self.simulate)
+        data = self._timed("data", self.write_data)
+        questions = heldout_sample(self.loaded.heldout_questions, self.settings.heldout, 0)
+        similarity = ReferenceSimilarity(Encoder(self.loaded.scenario.memory.embedder))
+        base = self._timed("answers base", self.measured, "base", self.settings.model, questions, similarity)
+        reports: dict[str, dict[int, dict]] = defaultdict(dict)
+        for seed in self.settings.seeds:
+            for name, model_dir in self.train_seed(seed, data).items():
+                mine = self._timed(f"answers {name} seed {seed}", self.measured,
+                                   f"{name}-seed{seed}", model_dir, questions, similarity)
+                reports[name][seed] = judge_free.summarize(
+                    questions, {"model": mine, "baseline": base}, self.loaded.scenario.memory.embedder)
+        result = {"settings": asdict(self.settings), "questions": len(questions), "data": data,
+                  "reports": reports, "seconds": self.seconds}
+        write_atomic(self.out / "recipe.json", json.dumps(result, indent=2) + "\n")
+        write_atomic(self.table_path(self.out), markdown(result) + "\n")
+        return result
+
+    def _timed(self, step: str, work, *args):
+        started = time.perf_counter()
+        value = work(*args)
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - started, 1)
+        return value
+
+    @staticmethod
+    def table_path(out: str | Path) -> Path:
+        return Path(out) / "recipe.md"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "simulation"
+
+    def simulate(self) -> None:
+        if (self.run_dir / "export" / "pairs.jsonl").exists():
+            return
+        resume = (self.run_dir / "manifest.json").exists()
+        simulation = Simulation(plan_worlds([self.loaded]), self.run_dir, resume=resume, show_progress=False)
+        try:
+            simulation.run()
+        finally:
+            simulation.close()
+        export_run(self.run_dir)
+
+    def write_data(self) -> dict:
+        """The reference SFT rows (the export's ``reference`` kind only), SPIN rows and pairs."""
+        export = self.run_dir / "export"
+        references = [row for _, row in read_jsonl(export / "sft.jsonl") if row["meta"].get("kind") == "reference"]
+        path = self.out / "data" / "sft-references.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, "".join(json.dumps(row) + "\n" for row in references))
+        rows = {kind: sum(1 for _ in read_jsonl(export / f"{kind}.jsonl")) for kind in ("spin", "pairs")}
+        return {"sft": str(path), "spin": str(export / "spin.jsonl"), "pairs": str(export / "pairs.jsonl"),
+                "rows": {"sft": len(references), **rows}}
+
+    def train_seed(self, seed: int, data: dict) -> dict[str, Path]:
+        """SFT, then SPIN and DPO from it with the same number of optimizer steps."""
+        s, root = self.settings, self.out / f"seed-{seed}"
+        lora = LoraSettings() if s.lora else None
+        common = {"batch_size": s.batch_size, "max_length": s.max_length, "seed": seed, "lora": lora}
+        models = {"sft": self._trained(f"sft seed {seed}", root / "sft", lambda out: train(
+            "sft", data["sft"], s.model, out, SFTConfig(lr=s.sft_lr, epochs=s.sft_epochs, **common), resume=True))}
+        steps = math.ceil(data["rows"]["spin"] / s.batch_size)
+        if "spin" in s.methods:
+            spin_config = SPINConfig(lr=s.pair_lr, beta=s.beta, iterations=1, temperature=s.spin_temperature,
+                                     top_p=s.spin_top_p, max_new_tokens=s.max_new_tokens, evaluate=False, **common)
+            models["spin"] = self._trained(f"spin seed {seed}", root / "spin", lambda out: run_iterations(
+                SPIN, data["spin"], str(models["sft"]), out, spin_config, resume=True))
+        if "dpo" in s.methods and data["rows"]["pairs"]:
+            dpo_config = DPOConfig(lr=s.pair_lr, beta=s.beta, max_steps=steps, **common)
+            models["dpo"] = self._trained(f"dpo seed {seed}", root / "dpo", lambda out: train(
+                "dpo", data["pairs"], str(models["sft"]), out, dpo_config, resume=True))
+        return models
+
+    def _trained(self, step: str, out: Path, work) -> Path:
+        """The model ``work`` trains into ``out``; a finished one is found by its marker, not redone."""
+        marker = out / DONE_FILE
+        if marker.exists():
+            return Path(read_json_file(marker)["model_dir"])
+        model_dir = self._timed(f"train {step}", work, out).model_dir
+        write_atomic(marker, json.dumps({"model_dir": str(model_dir)}) + "\n")
+        return model_dir
+
+    def measured(self, name: str, model: str | Path, questions: list[Question], similarity) -> list[dict]:
+        """The model's greedy answers (cached in OUT/answers/NAME.json) and their measures."""
+        path = self.out / "answers" / f"{name}.json"
+        ids = [q.id for q in questions]
+        cached = read_json_file(path) if path.exists() else None
+        if cached and cached.get("ids") == ids and cached.get("model") == str(model):
+            texts = cached["answers"]
+        else:
+            backend = HFBackend(str(model))
+            requests = [GenerationRequest([{"role": "user", "content": q.text}], temperature=0.0,
+                                          max_new_tokens=self.settings.max_new_tokens, seed=0) for q in questions]
+            texts = [completions[0].text.strip() for completions in backend.generate(requests)]
+            path.parent.mkdir(exist_ok=True)
+            write_atomic(path, json.dumps({"model": str(model), "ids": ids, "answers": texts}, indent=1) + "\n")
+        return judge_free.measure(questions, texts, similarity)
+
+
+def markdown(result: dict) -> str:
+    """Per model: each seed's measures with intervals and paired difference, and the seed mean."""
+    reports = result["reports"]
+    header = ("| model | seed | decline rate | over-decline | similarity (answer) | words | repetition | "
+              "decline vs base | over-decline vs base |")
+    intro = (f"Held-out questions: {result['questions']} (half should-decline, half should-answer); "
+             f"training rows: {result['data']['rows']}.")
+    lines = [intro, "", header, "|---" * 9 + "|"]
+    any_report = next((r for per_seed in reports.values() for r in per_seed.values()), None)
+    if any_report:
+        lines.append("| base | | " + " | ".join(_cell(any_report, name, "baseline") for name in SHOWN) + " | | |")
+    for name in MODELS:
+        per_seed = reports.get(name, {})
+        for seed, report in sorted(per_seed.items()):
+            cells = [_cell(report, metric, "model") for metric in SHOWN]
+            cells += [_cell(report, metric, "difference", signed=True) for metric in SHOWN[:2]]
+            lines.append(f"| {LABELS[name]} | {seed} | " + " | ".join(cells) + " |")
+        if len(per_seed) > 1:
+            means = [_seed_mean(per_seed.values(), metric, "model") for metric in SHOWN]
+            means += [_seed_mean(per_seed.values(), metric, "difference", signed=True) for metric in SHOWN[:2]]
+            lines.append(f"| {LABELS[name]} | mean of {len(per_seed)} | " + " | ".join(means) + " |")
+    lines += ["", "[95% interval]; a seed mean shows [lowest seed, highest seed].",
+              "Wall seconds: " + ", ".join(f"{step} {value:.0f}" for step, value in result["seconds"].items())]
+    return "\n".join(lines)
+
+
+def _cell(report: dict, metric: str, role: str, signed: bool = False) -> str:
+    entry = report["metrics"].get(metric)
+    stats = entry.get(role) if entry else None
+    return judge_free.interval_cell(stats, metric in judge_free.PERCENT, signed) if stats else "-"
+
+
+def _seed_mean(reports, metric: str, role: str, signed: bool = False) -> str:
+    """The mean over seeds, shown with the lowest and highest seed in place of an interval."""
+    values = [r["metrics"][metric][role]["mean"] for r in reports
+              if metric in r["metrics"] and r["metrics"][metric][role]["mean"] is not None]
+    if not values:
+        return "-"
+    stats = {"mean": statistics.fmean(values), "low": min(values), "high": max(values)}
+    return judge_free.interval_cell(stats, metric in judge_free.PERCENT, signed)
