@@ -21,7 +21,7 @@ DEMO_REPORT_CMD = $(BIN)/socialign report $(DEMO_DIR)/simulation --train $(DEMO_
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo report screenshot test test-fast lint clean
+.PHONY: install demo recipe report screenshot test test-fast lint clean
 
 install: $(STAMP)
 
@@ -61,6 +61,12 @@ demo: install
 	echo "           evaluation $(DEMO_DIR)/eval/eval.md" && \
 	echo "demo wall time: $$(( $$(date +%s) - start )) s" && \
 	echo "run report: $(DEMO_REPORT)"
+
+# The full recipe (about 90 minutes on 2 cores): base vs SFT vs SFT->SPIN vs SFT->DPO on the
+# simulation's pairs, 3 seeds, judge-free on held-out questions; resumable (run it again).
+RECIPE_DIR ?= runs/recipe
+recipe: install
+	$(BIN)/socialign recipe --out $(RECIPE_DIR)
 
 # The demo's run report (one self-contained HTML file), from its simulation, training and eval.
 report: install
