@@ -23,8 +23,18 @@ from functools import partial
 from agents.backends import Backend
 from sandbox.backscatter import MEMORY
 from sandbox.context import RunContext
-from sandbox.engine import Producer, gather, immediate
-from sandbox.mcts import Evaluator, Node, OutcomeEvaluator, SearchSettings, Tree, completed_replies, search_step, steps_rows
+from sandbox.engine import Producer, Scheduler, gather, immediate
+from sandbox.mcts import (
+    Evaluator,
+    Node,
+    OutcomeEvaluator,
+    SearchSettings,
+    Tree,
+    completed_replies,
+    search,
+    search_step,
+    steps_rows,
+)
 from sandbox.records import Phase, RoundRecord, Step, register_kind
 from sandbox.judging import verify
 from sandbox.world import Agent
@@ -101,19 +111,38 @@ def round_questions(ctx: RunContext, index: int) -> list[Question]:
     return [train[(index * count + i) % len(train)] for i in range(min(count, len(train)))]
 
 
+def evaluator_for(question: Question, config: MctsConfig, encoder=None) -> Evaluator:
+    """The scenario's value of a node: the exact answer, or the verifiable judges (needs ``encoder``
+    where the question has a reference)."""
+    if config.value == "answer":
+        return answer_evaluator(question.answer, config.rollouts, config.rollout_temperature)
+    return JudgesEvaluator(encoder, question, config.rollouts, config.rollout_temperature)
+
+
+def new_tree(tree_id: str, question: Question) -> Tree:
+    return Tree.new(tree_id, [{"role": "user", "content": question.text}])
+
+
 def plan_round(ctx: RunContext, index: int) -> list[Search]:
     config = ctx.scenario.mcts
     agents = list(ctx.world.agents)
     searches = []
     for i, question in enumerate(round_questions(ctx, index)):
         agent = agents[i % len(agents)]
-        tree = Tree.new(ctx.record_id(index, agent.id, question.id), [{"role": "user", "content": question.text}])
-        if config.value == "answer":
-            evaluator = answer_evaluator(question.answer, config.rollouts, config.rollout_temperature)
-        else:
-            evaluator = JudgesEvaluator(ctx.memory.encoder, question, config.rollouts, config.rollout_temperature)
-        searches.append(Search(tree, agent, question, evaluator))
+        tree = new_tree(ctx.record_id(index, agent.id, question.id), question)
+        searches.append(Search(tree, agent, question, evaluator_for(question, config, ctx.memory.encoder)))
     return searches
+
+
+def search_questions(backend: Backend, questions: Sequence[Question], config: MctsConfig, seed: int,
+                     prefix: str = "", encoder=None) -> list[Tree]:
+    """Search each question to the end with one model outside a run (no store): what MCTS-DPO's
+    iterations and the bench call. Every tree shares the scheduler's calls."""
+    settings = settings_of(config, seed)
+    trees = [new_tree(f"{prefix}{q.id}", q) for q in questions]
+    Scheduler().run([search(tree, settings, backend, evaluator_for(q, config, encoder))
+                     for tree, q in zip(trees, questions)])
+    return trees
 
 
 def mcts_rounds(ctx: RunContext, rounds: int) -> Producer[None]:
