@@ -10,20 +10,25 @@ since every sample is seeded by tree and node, the resumed trees equal uninterru
 
 Values: ``answer`` verifies the completed reply's final number against the question's exact
 answer; ``judges`` scores it with the verifiable judges (sandbox.verifiers: decline-
-appropriateness and similarity to the reference, their weighted mean).
+appropriateness and similarity to the reference, their mean). With ``peers``, the searching
+agent's graph neighbours also rate each new node's partial answer (their own models and
+personas, the digit distribution of an alignment rating, rescaled to [0, 1]), and a node's
+value mixes their mean rating in with weight ``peer_weight``: agents search together.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
+from agents import prompts
 from agents.backends import Backend
 from sandbox.backscatter import MEMORY
 from sandbox.context import RunContext
-from sandbox.engine import Producer, Scheduler, gather, immediate
+from sandbox.engine import Producer, Scheduler, gather, immediate, labelled
+from sandbox.judging import logprob_ratings, verify
 from sandbox.mcts import (
     Evaluator,
     Node,
@@ -36,11 +41,12 @@ from sandbox.mcts import (
     steps_rows,
 )
 from sandbox.records import Phase, RoundRecord, Step, register_kind
-from sandbox.judging import verify
 from sandbox.world import Agent
 from scenarios import Question
 from scenarios.arithmetic import is_correct
-from scenarios.schema import MctsConfig
+from scenarios.schema import DEFAULT_DIMENSIONS, MctsConfig
+
+OBSERVER_DIMENSION = DEFAULT_DIMENSIONS[0]  # alignment: helpful, honest and harmless
 
 
 def search_phase(step: int) -> Phase:
@@ -93,6 +99,39 @@ class JudgesEvaluator:
         return [sum(next(values) for _ in texts) / len(texts) for texts in replies]
 
 
+PEER_SCALE = (1, 7)
+PEER_PHASE = "mcts-peers"
+NO_ANSWER_YET = "(nothing yet)"
+
+
+@dataclass(frozen=True)
+class PeerValued:
+    """A node's value mixed with its peers' ratings of its partial answer (the reply so far):
+    v = (1 - w) * inner + w * mean over peers of (rating - 1) / 6, the rating read as the
+    expected digit 1-7 of each peer's next-token distribution. A peer whose rating cannot be
+    read leaves the mean; with none, the inner value stands."""
+
+    inner: Evaluator
+    peers: tuple[Agent, ...]
+    backends: tuple[Backend, ...]
+    question: str
+    weight: float
+
+    def evaluate(self, tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend) -> Producer[list[float]]:
+        asks = [(peer_backend, prompts.observer_messages(
+                    OBSERVER_DIMENSION.name, OBSERVER_DIMENSION.description, PEER_SCALE, self.question,
+                    tree.prefix(node.id).strip() or NO_ANSWER_YET, as_json=False, persona=peer.persona))
+                for node in nodes for peer, peer_backend in zip(self.peers, self.backends)]
+        values, ratings = yield from gather([self.inner.evaluate(tree, nodes, settings, backend),
+                                             labelled(PEER_PHASE, logprob_ratings(asks, PEER_SCALE))])
+        mixed = []
+        for i, value in enumerate(values):
+            read = [r.value for r in ratings[i * len(self.peers):(i + 1) * len(self.peers)] if r.value is not None]
+            peer_value = (sum(read) / len(read) - PEER_SCALE[0]) / (PEER_SCALE[1] - PEER_SCALE[0]) if read else value
+            mixed.append((1 - self.weight) * value + self.weight * peer_value)
+        return mixed
+
+
 @dataclass(frozen=True)
 class Search:
     """One tree of a round: who searches it, on which question, valued how."""
@@ -130,18 +169,23 @@ def plan_round(ctx: RunContext, index: int) -> list[Search]:
     for i, question in enumerate(round_questions(ctx, index)):
         agent = agents[i % len(agents)]
         tree = new_tree(ctx.record_id(index, agent.id, question.id), question)
-        searches.append(Search(tree, agent, question, evaluator_for(question, config, ctx.memory.encoder)))
+        evaluator = evaluator_for(question, config, ctx.memory.encoder)
+        if config.peers:
+            peers = ctx.world.peers(agent, config.peers, random.Random(ctx.seed_for(index, "mcts-peers", agent.id)))
+            evaluator = PeerValued(evaluator, tuple(peers), tuple(ctx.backend(p.model) for p in peers), question.text,
+                                   config.peer_weight)
+        searches.append(Search(tree, agent, question, evaluator))
     return searches
 
 
 def search_questions(backend: Backend, questions: Sequence[Question], config: MctsConfig, seed: int,
-                     prefix: str = "", encoder=None) -> list[Tree]:
+                     prefix: str = "", encoder=None, scheduler: Scheduler | None = None) -> list[Tree]:
     """Search each question to the end with one model outside a run (no store): what MCTS-DPO's
     iterations and the bench call. Every tree shares the scheduler's calls."""
     settings = settings_of(config, seed)
     trees = [new_tree(f"{prefix}{q.id}", q) for q in questions]
-    Scheduler().run([search(tree, settings, backend, evaluator_for(q, config, encoder))
-                     for tree, q in zip(trees, questions)])
+    (scheduler or Scheduler()).run([search(tree, settings, backend, evaluator_for(q, config, encoder))
+                                    for tree, q in zip(trees, questions)])
     return trees
 
 
@@ -160,12 +204,8 @@ def search_round(ctx: RunContext, index: int, searches: Sequence[Search]) -> Pro
             break
         records = yield from ctx.step(Step(index, search_phase(step)), partial(advance, ctx, index, step, live, settings))
         for record in records:  # a copy: the stored record stays as it was written
-            current[record.tree_id] = Search(record.tree.model_copy(deep=True), *_rest(current[record.tree_id]))
+            current[record.tree_id] = replace(current[record.tree_id], tree=record.tree.model_copy(deep=True))
     yield from ctx.step(Step(index, MEMORY), partial(immediate, []))  # the round's closing marker
-
-
-def _rest(search: Search) -> tuple:
-    return search.agent, search.question, search.evaluator
 
 
 def advance(ctx: RunContext, index: int, step: int, live: Sequence[Search], settings: SearchSettings) -> Producer[list[TreeRecord]]:

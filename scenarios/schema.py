@@ -333,6 +333,9 @@ class MctsConfig(Strict):
         "answer", description="answer: the exact answer of the completed reply; judges: the verifiable judges")
     rollouts: int = Field(1, ge=1, le=16, description="completions per evaluated node")
     rollout_temperature: float = Field(0.0, ge=0, le=10, description="0: greedy rollouts")
+    peers: int = Field(
+        0, ge=0, le=16, description="graph neighbours of the searching agent who also rate each new partial answer")
+    peer_weight: float = Field(0.5, ge=0, le=1, description="the peers' share of a node's value (with peers > 0)")
 
     @model_validator(mode="after")
     def _budgets(self):

@@ -42,12 +42,12 @@ questions:
 graph: {{generator: complete}}
 agents:
   - group: solver
-    count: 1
+    count: 2
     persona: You help.
     model: {{name: "{model}"}}
 memory: {{k: 0}}
 mcts: {{trees: 2, simulations: 3, k: 3, step_tokens: 5, max_tokens: 15, max_steps: 3, temperature: 1.0, value: judges,
-       delimiters: [sentence, newline]}}
+       delimiters: [sentence, newline], peers: 1, peer_weight: 0.5}}
 """
 WORLD = Path("worlds") / "arith-r0"
 
@@ -108,11 +108,16 @@ def test_trees_are_records_and_all_trees_share_one_call_per_step(searched):
     assert manifest["rounds_completed"] == 2
 
 
+def copy_world(run: Path, to: Path) -> Path:
+    """A copy of the run to damage; the copied world's directory."""
+    shutil.copytree(run, to)
+    return to / WORLD
+
+
 def test_resume_mid_search_gives_the_same_trees(searched, tmp_path, encoder):
     path, run, _, _, _ = searched
     killed = tmp_path / "killed"
-    shutil.copytree(run, killed)
-    progress = killed / WORLD / "progress.jsonl"
+    progress = copy_world(run, killed) / "progress.jsonl"
     markers = progress.read_text().splitlines()
     assert markers[1].endswith('"0/mcts-1"}')
     progress.write_text(markers[0] + "\n" + markers[1][:20])  # killed while writing step 2's marker
@@ -121,9 +126,10 @@ def test_resume_mid_search_gives_the_same_trees(searched, tmp_path, encoder):
     assert (killed / WORLD / "progress.jsonl").read_text() == (run / WORLD / "progress.jsonl").read_text()
 
 
-def test_judge_valued_search_exports_step_pairs(tiny_model_dir, tmp_path, encoder):
+def test_judge_and_peer_valued_search_exports_step_pairs(tiny_model_dir, tmp_path, encoder):
     path = scenario(tmp_path, SOCIAL, tiny_model_dir)
-    simulate(path, tmp_path / "run", encoder)
+    manifest = simulate(path, tmp_path / "run", encoder).store.manifest()
+    assert set(manifest["phases"]) == {"mcts-expand", "mcts-rollout", "mcts-peers", "mcts"}  # "mcts": the judges' embeds
     counts = export_run(tmp_path / "run")
     rows = [json.loads(line) for line in (tmp_path / "run" / "export" / "steps.jsonl").read_text().splitlines()]
     assert counts["steps"] == len(rows) > 0
@@ -160,8 +166,7 @@ def test_answer_values_need_exact_answers(tmp_path):
 def test_a_bad_tree_record_fails_export_with_one_line(searched, tmp_path, capsys):
     _, run, _, _, _ = searched
     broken = tmp_path / "broken"
-    shutil.copytree(run, broken)
-    trees = broken / WORLD / "trees.jsonl"
+    trees = copy_world(run, broken) / "trees.jsonl"
     lines = trees.read_text().splitlines()
     row = json.loads(lines[0])
     row["tree"]["nodes"]["0"]["children"].append("0.9")  # a child that does not exist
