@@ -34,7 +34,7 @@ from align.exact_eval import ACCURACY_TABLE, exact_answer_evaluator
 from align.iterate import IterationContext, IterativeMethod
 from align.losses import PreferenceLoss, dpo_loss
 from align.tokenization import TokenizedPair, renderer_for, tokenize_pair
-from sandbox.mcts import label_smoothing
+from sandbox.mcts import label_smoothing, steps_rows
 from scenarios import Question, ScenarioError, load_scenario
 from scenarios.schema import MctsConfig
 
@@ -181,8 +181,7 @@ def iteration_problems(problems: list[Question], count: int, seed: int, iteratio
 def mcts_iteration_data(context: IterationContext) -> list[dict]:
     """Search this iteration's problems with the current iterate (every tree in the same batched
     calls); the step pairs of their committed paths, with provenance."""
-    from sandbox.mcts import steps_rows  # the engine and the judges: only once we search
-    from sandbox.mcts_phase import search_questions
+    from sandbox.mcts_phase import search_questions  # the simulation's modules: only once we search
 
     config: MCTSDPOConfig = context.config
     search = search_config(context.data_file, config)
