@@ -267,6 +267,8 @@ class MCTSDPOConfig(IterationSettings, TrainConfig):
             (self.beta > 0, "beta must be > 0"),
             (1 <= self.problems <= 100_000, "problems must be in [1, 100,000]"),
             (self.temperature > 0, "temperature must be > 0 (the search samples k distinct steps)"),
+            (self.eval_questions is None,
+             "mcts-dpo evaluates exact answers on --eval-scenario's held-out problems, not --eval-questions"),
             *self.iteration_checks(),
             *super().checks(),
         ]

@@ -135,6 +135,11 @@ def test_iterations_search_train_against_the_initial_model_and_evaluate(tiny_mod
     assert "held-out accuracy" in (out / "iterations.md").read_text()
 
 
+def test_eval_questions_are_refused(capsys):
+    assert main(["train", "--method", "mcts-dpo", "--out", "o", "--eval-questions", "q.jsonl"]) == 2
+    assert "not --eval-questions" in capsys.readouterr().err
+
+
 def test_exported_steps_train_once(tiny_model_dir, tmp_path, capsys):
     path = tmp_path / "steps.jsonl"
     path.write_text("".join(json.dumps(row(meta={"i": i})) + "\n" for i in range(2)))

@@ -157,6 +157,15 @@ def test_bad_search_settings_are_one_line_errors(tmp_path, extra, expected):
     assert expected in str(error.value) and "\n" not in str(error.value)
 
 
+def test_builtin_search_scenarios_load():
+    arithmetic = load_scenario("arithmetic")
+    assert len(arithmetic.train_questions) == 64 and len(arithmetic.heldout_questions) == 40
+    assert all(q.answer is not None and "Problem: " in q.text for q in arithmetic.train_questions)
+    assert not {q.text for q in arithmetic.train_questions} & {q.text for q in arithmetic.heldout_questions}
+    social = load_scenario("mcts-social").scenario.mcts
+    assert (social.value, social.peers, social.delimiters) == ("judges", 1, ["sentence", "newline"])
+
+
 def test_answer_values_need_exact_answers(tmp_path):
     path = scenario(tmp_path, SOCIAL.replace("value: judges,", "value: answer,"), "m")
     with pytest.raises(ScenarioError, match="mcts.value: 'answer' needs questions with an exact `answer`"):
