@@ -74,7 +74,7 @@ def settings_of(config: MctsConfig, seed: int) -> SearchSettings:
     )
 
 
-def answer_evaluator(answer: int | float, rollouts: int = 1, temperature: float = 0.0) -> OutcomeEvaluator:
+def answer_evaluator(answer: float, rollouts: int = 1, temperature: float = 0.0) -> OutcomeEvaluator:
     """1 when the completed reply's final number is the exact answer, else 0."""
     return OutcomeEvaluator(lambda reply: float(is_correct(reply, answer)), rollouts, temperature)
 

@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from agents.bounded import MAX_YAML_BYTES, BoundedInputError, check_size, load_yaml
-from scenarios.errors import ScenarioError
 from scenarios.arithmetic import Difficulty, problems
+from scenarios.errors import ScenarioError
 from scenarios.schema import ArithmeticQuestions, Question, QuestionBank, Scenario
 
 PACKAGE_DIR = Path(__file__).parent

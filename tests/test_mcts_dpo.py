@@ -14,8 +14,8 @@ import torch
 from agents.backends.hf import HFBackend, load_model_and_tokenizer
 from agents.chat import ChatRenderer
 from align.batching import collate
-from align.losses import dpo_loss
 from align.logprobs import completion_logps
+from align.losses import dpo_loss
 from align.mcts_dpo import StepRow, load_steps, tokenize_steps
 from socialign.cli import main
 
