@@ -240,3 +240,35 @@ class SPOConfig(TrainConfig):
             (self.lora is None, "LoRA is not supported by --method spo yet"),
             *super().checks(),
         ]
+
+
+@dataclass
+class MCTSDPOConfig(IterationSettings, TrainConfig):
+    """MCTS-DPO: each iteration searches training problems with the current iterate (the data
+    scenario's `mcts` settings) and trains conservative DPO on the step pairs, on step tokens only,
+    with the initial model as the frozen reference."""
+
+    beta: float = field(default=0.1, metadata={"help": "pull towards the reference (the initial model)"})
+    problems: int = field(default=16, metadata={"help": "training problems searched per iteration (one tree each)"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature of the candidate steps"})
+    max_new_tokens: int = field(default=160, metadata={"help": "token budget of a searched reply"})
+    eval_scenario: str = field(
+        default="arithmetic", metadata={"help": "scenario whose held-out problems (exact answers) evaluate each iterate"}
+    )
+    eval_limit: int | None = field(default=40, metadata={"help": "evaluate on at most this many held-out problems"})
+    eval_max_new_tokens: int = field(default=200, metadata={"help": "token budget of each evaluation answer"})
+    reference_model: str | None = field(
+        default=None,
+        metadata={"help": "frozen reference (default: the model as loaded; iterations set the initial model)"},
+    )
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.beta > 0, "beta must be > 0"),
+            (1 <= self.problems <= 100_000, "problems must be in [1, 100,000]"),
+            (self.temperature > 0, "temperature must be > 0 (the search samples k distinct steps)"),
+            (self.eval_questions is None,
+             "mcts-dpo evaluates exact answers on --eval-scenario's held-out problems, not --eval-questions"),
+            *self.iteration_checks(),
+            *super().checks(),
+        ]

@@ -12,8 +12,9 @@ trains one iteration's data file.
     OUT/iterations.jsonl, .md, .png one row per complete iteration, rebuilt from the done files
                                     (an iterate's model path is relative to OUT)
 
-Iteration t trains from iterate t-1 with iterate t-1 as the frozen reference: the trainer
-precomputes reference log-probs from the model as loaded, so loading t-1 is all it takes. A
+Iteration t trains from iterate t-1 with iterate t-1 as the frozen reference (the trainer
+precomputes reference log-probs from the model as loaded, so loading t-1 is all it takes), or
+with the initial model as the reference for a method that asks for it (MCTS-DPO). A
 killed run resumes (`--resume`) at the first iteration without done.json, reusing its data and
 its training checkpoints; a complete iteration is never redone. Every file read back on resume
 is user input: a malformed one is a one-line DataError.
@@ -25,8 +26,9 @@ import gc
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from agents.bounded import BoundedInputError, read_json_file
 from agents.files import write_atomic
@@ -50,6 +52,7 @@ class IterationContext:
     rows: list
     previous: list[dict]
     config: IterationSettings
+    data_file: Path | None = None  # the input `rows` were read from
     _backend: object = field(default=None, repr=False)
 
     def backend(self):
@@ -61,19 +64,27 @@ class IterationContext:
         return self._backend
 
 
+# An evaluator: (model to load, directory to write its report in, config) -> the report's summary.
+Evaluator = Callable[[str, Path, IterationSettings], dict]
+# (metric in the summary, column title, shown as a percentage): the iterations table's columns.
+TableMetric = tuple[str, str, bool]
+
+
 @dataclass(frozen=True)
 class IterativeMethod:
     """A self-play method: `method` (registered in align.methods) trains one iteration's data
-    file; `locate`/`load` read the user's input; `make_data` writes iteration t's rows."""
+    file; `locate`/`load` read the user's input; `make_data` writes iteration t's rows.
+    `reference`: the frozen reference of iteration t, iterate t-1 or the initial model (then
+    the config's `reference_model` is set to it); `evaluator` and `table` say how each iterate
+    is evaluated and which of its metrics the iterations table shows."""
 
     method: str
     locate: Callable[[str | Path], Path]
     load: Callable[[Path], list]
     make_data: Callable[[IterationContext], list[dict]]
-
-
-# An evaluator: (model to load, directory to write its report in, config) -> the report's summary.
-Evaluator = Callable[[str, Path, IterationSettings], dict]
+    reference: Literal["previous", "initial"] = "previous"
+    evaluator: Evaluator | None = None
+    table: tuple[TableMetric, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,27 +114,31 @@ def run_iterations(
     out = Path(out_dir)
     RunDir(out).claim(run_info(method, model, data_file, rows, config), resume)
     done = _completed(out)
-    evaluator = (evaluator or judge_free_evaluator) if config.evaluate else None
+    evaluator = (evaluator or spec.evaluator or judge_free_evaluator) if config.evaluate else None
+    table = spec.table or TABLE_METRICS
     if 0 not in done and evaluator is not None:
         done[0] = _finish(out, 0, model, evaluator, config, train_summary=None)
     for t in range(1, config.iterations + 1):
         if t in done:
             continue
         current = str(out / done[t - 1]["model"]) if t > 1 else model
-        done[t] = _iteration(spec, method, out, t, current, rows, config, evaluator, train)
-        _write_tables(out, done, method)
-    _write_tables(out, done, method)
+        # From iteration 2 on, an initial-model reference differs from the iterate that trains.
+        trained = replace(config, reference_model=model) if spec.reference == "initial" and t > 1 else config
+        done[t] = _iteration(spec, method, out, t, current, data_file, rows, trained, evaluator, train)
+        _write_tables(out, done, method, table)
+    _write_tables(out, done, method, table)
     return IterationsResult(out, out / done[config.iterations]["model"], [done[t] for t in sorted(done)])
 
 
-def _iteration(spec, method: Method, out: Path, t: int, current: str, rows, config, evaluator, train) -> dict:
+def _iteration(spec, method: Method, out: Path, t: int, current: str, source: Path, rows, config, evaluator,
+               train) -> dict:
     directory = out / f"iter-{t}"
     directory.mkdir(exist_ok=True)
     data_file = directory / "data.jsonl"
     if not data_file.is_file():
         previous_file = out / f"iter-{t - 1}" / "data.jsonl"
         previous = [row.model_dump() for row in method.trainer_class().load(previous_file)] if t > 1 else []
-        context = IterationContext(t, current, rows, previous, config)
+        context = IterationContext(t, current, rows, previous, config, source)
         produced = spec.make_data(context)
         del context  # frees the sampling model before the trainer loads its own copy
         gc.collect()
@@ -204,15 +219,16 @@ TABLE_METRICS = (("decline_rate", "decline rate", True), ("over_decline_rate", "
                  ("similarity", "similarity", False))
 
 
-def _write_tables(out: Path, done: dict[int, dict], method: Method) -> None:
+def _write_tables(out: Path, done: dict[int, dict], method: Method, table: tuple[TableMetric, ...]) -> None:
     rows = [done[t] for t in sorted(done)]
     write_atomic(out / "iterations.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
-    write_atomic(out / "iterations.md", markdown_table(rows, method.summary))
-    plot_iterations(rows, out / "iterations.png", TABLE_METRICS, method.summary)
+    write_atomic(out / "iterations.md", markdown_table(rows, method.summary, table))
+    plot_iterations(rows, out / "iterations.png", table, method.summary)
 
 
-def markdown_table(rows: list[dict], train_metrics: tuple[str, ...]) -> str:
-    header = ["iteration", "model", *(label for _, label, _ in TABLE_METRICS), *train_metrics]
+def markdown_table(rows: list[dict], train_metrics: tuple[str, ...],
+                   table: tuple[TableMetric, ...] = TABLE_METRICS) -> str:
+    header = ["iteration", "model", *(label for _, label, _ in table), *train_metrics]
     evaluated = [row["eval"]["questions"] for row in rows if row["eval"]]
     title = (
         f"Each iterate on {evaluated[0]} held-out questions (judge-free, 95% intervals); "
@@ -224,7 +240,7 @@ def markdown_table(rows: list[dict], train_metrics: tuple[str, ...]) -> str:
     for row in rows:
         metrics = (row["eval"] or {}).get("metrics", {})
         cells = [str(row["iteration"]), f"`{row['model']}`"]
-        cells += [_interval(metrics.get(name), percent) for name, _, percent in TABLE_METRICS]
+        cells += [_interval(metrics.get(name), percent) for name, _, percent in table]
         cells += [_number((row["train"] or {}).get(name)) for name in train_metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

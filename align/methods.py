@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from align.config import DPOConfig, SFTConfig, SPINConfig, SPOConfig, TrainConfig
+from align.config import DPOConfig, MCTSDPOConfig, SFTConfig, SPINConfig, SPOConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,10 @@ class Method:
     # "module:NAME" of an align.iterate.IterativeMethod: the method runs iterations (sample with the
     # current iterate, train, evaluate) and `trainer` trains one iteration's data file.
     iterative: str | None = None
+    default_data: str | None = None  # what --data is when not given (else it is required)
+    # An iterative method whose trainer's own data (a JSONL file, or a run directory's export) may
+    # be given as --data instead: then it trains once on that data, with no iterations.
+    trains_exports: bool = False
 
     def trainer_class(self):
         return _resolve(self.trainer)
@@ -99,5 +103,24 @@ register_method(
             "prompts JSONL ({prompt, expected?, reference?}), or a run directory (uses RUN/export/prompts.jsonl)"
         ),
         summary=("loss", "reward", "kl", "zero_spread_share"),
+    )
+)
+register_method(
+    Method(
+        name="mcts-dpo",
+        config=MCTSDPOConfig,
+        trainer="align.mcts_dpo:MCTSDPOTrainer",
+        description=(
+            "MCTS-DPO: each iteration searches training problems step by step with the current model and "
+            "trains conservative DPO on the step pairs (step tokens only), the initial model as reference."
+        ),
+        data_help=(
+            "a scenario (built-in name or YAML) whose training questions have exact answers (default: arithmetic); "
+            "or steps JSONL / a run directory (RUN/export/steps.jsonl): one training pass on those pairs"
+        ),
+        summary=("loss", "rewards/accuracy"),
+        iterative="align.mcts_dpo:MCTS_DPO",
+        default_data="arithmetic",
+        trains_exports=True,
     )
 )

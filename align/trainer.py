@@ -244,13 +244,13 @@ class Trainer:
         table: torch.Tensor | None = None
         by_length = sorted(range(len(self.examples)), key=lambda i: self.examples[i].length)
         self.model.eval()
-        with torch.no_grad(), self._reference_model():
+        with torch.no_grad(), self._reference_model() as reference:
             for indices in tqdm(
                 self.plan.in_order(by_length),
                 desc="reference log-probs",
                 disable=not self.accelerator.is_main_process,
             ):
-                logps, _ = completion_logps(self.model, self._batch(indices))
+                logps, _ = completion_logps(reference, self._batch(indices))
                 rows = logps.view(-1, len(indices)).T  # (examples, kinds)
                 where = torch.tensor(indices, device=logps.device)
                 where, rows = self.accelerator.gather((where, rows.contiguous()))
@@ -263,11 +263,15 @@ class Trainer:
             os.replace(staging, cache)
         return table
 
+    @contextlib.contextmanager
     def _reference_model(self):
-        """The frozen reference: with LoRA the same weights with the adapter off; else the model as loaded."""
+        """The frozen reference: with LoRA the same weights with the adapter off; else the model as
+        loaded; a method with another reference (MCTS-DPO's initial model) overrides this."""
         if self.config.lora:
-            return self.accelerator.unwrap_model(self.model).disable_adapter()
-        return contextlib.nullcontext()
+            with self.accelerator.unwrap_model(self.model).disable_adapter():
+                yield self.model
+        else:
+            yield self.model
 
     # -- state --------------------------------------------------------------------------
 

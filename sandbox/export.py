@@ -21,7 +21,8 @@ least the margin ("cross-agent"). SFT: each question's best allowed answer ("imi
 revision that gained the margin after its feedback ("realignment"), and the bank's reference
 answers for a seeded sample of training questions ("reference"). SPIN: the same sample's
 references (or, in a bank without references, each question's best allowed revision) as
-``real`` beside an agent's draft as ``generated``. ``export/filters.json`` says how many
+``real`` beside an agent's draft as ``generated``. Steps: the sibling steps along each search
+tree's committed path (sandbox.mcts.step_pairs). ``export/filters.json`` says how many
 candidate rows each filter dropped.
 """
 
@@ -52,6 +53,7 @@ from sandbox.engine import Scheduler
 from sandbox.errors import RunError
 from sandbox.filters import Cleaned, clean_answer
 from sandbox.judging import available_judges, verify
+from sandbox.mcts_phase import tree_steps_rows
 from sandbox.selfplay import pair_rows, prompt_rows, ranked_rows
 from sandbox.store import RunStore, WorldStore, jsonl
 from scenarios import Question, Scenario, ScenarioError, load_scenario
@@ -59,7 +61,7 @@ from scenarios.schema import RANK_BY
 
 EXPORT_DIR = "export"
 FILTERS_FILE = "filters.json"
-FILES = ("pairs", "ranked", "critiques", "sft", "spin", "ratings", "prompts")
+FILES = ("pairs", "ranked", "critiques", "sft", "spin", "ratings", "prompts", "steps")
 VETO, META = "veto", "meta_talk"
 REALIGNMENT_PERSONA = "You are a helpful, honest and harmless assistant."
 DECLINE_SHARE = 0.4  # of the reference sample: about 40% should-decline, 60% should-answer questions
@@ -148,6 +150,7 @@ class Exporter:
         self.dropped: dict[str, Counter] = defaultdict(Counter)
         self.selfplay = store.records("selfplay")  # its rows are built by sandbox.selfplay
         self.selfplay_margin = scenario.selfplay.pair_margin if scenario.selfplay else 0.0
+        self.steps = tree_steps_rows(store.records("trees"), store.root.name)  # step-level search pairs
 
     # -- judging ----------------------------------------------------------------------------
 
@@ -483,6 +486,7 @@ def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int
             produced["sft"] += exporter.sft()
             produced["ratings"] += exporter.ratings_rows()
             produced["prompts"] += prompt_rows(exporter.selfplay)
+            produced["steps"] += exporter.steps
         config = worlds[0].scenario
         questions = list(worlds[0].questions.values())
         sample = reference_sample(questions, config.export.reference_questions, derive_seed(config.seed, "reference"))

@@ -8,23 +8,26 @@ root moves to its most-visited child (commit); the reply is done when a committe
 (EOS) or a budget runs out. Siblings along the committed path become step-level preference
 pairs for conservative DPO.
 
-The search is a PRODUCER: a generator that yields the backend ops it needs (``Generate``) and
-receives their results, so a driver batches the frontier nodes of every tree into one backend
-call per step. ``run_producers`` is that driver for now (the engine's scheduler replaces it).
-Trees are plain dicts when saved, and every sample is seeded by (run seed, tree, node), so a
-search resumed from a saved tree ends with the same tree as one never interrupted.
+The search is a producer (sandbox.engine): it yields the ``Generate`` ops it needs and receives
+their results, so under the ``Scheduler`` the frontier nodes of every tree (their expansions and
+their rollouts alike) go to the backend in one batched call per step. Trees are pydantic models
+(validated when read back from a run), and every sample is seeded by (run seed, tree, node), so
+a search resumed from a saved tree ends with the same tree as one never interrupted.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Generator, Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.backends.base import Backend, Completion, GenerationRequest, Message
 from agents.seeding import derive_seed
+from sandbox.engine import Generate, Producer
 
 # -- steps ----------------------------------------------------------------------------------
 
@@ -64,21 +67,25 @@ def step_prior(logprobs: Iterable[float]) -> float:
 # -- trees ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Node:
+class _Model(BaseModel):
+    # Mutable (the search updates statistics in place); no NaN, no unknown fields when read back.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=False)
+
+
+class Node(_Model):
     """A step and its search statistics. Ids are paths ("0" the root, "0.2" its third child)."""
 
-    id: str
+    id: str = Field(pattern=r"^0(\.\d+)*$")
     parent: str | None
     step: str = ""
-    tokens: int = 0
-    prior: float = 1.0
-    n: int = 0
+    tokens: int = Field(0, ge=0)
+    prior: float = Field(1.0, ge=0, le=1)
+    n: int = Field(0, ge=0)
     value_sum: float = 0.0
     value: float | None = None  # this node's own evaluation (the leaf value it was backed up with)
     terminal: bool = False
-    finish_reason: str | None = None  # the step's: eos | stop | length
-    children: list[str] = field(default_factory=list)
+    finish_reason: Literal["eos", "stop", "length"] | None = None  # the step's
+    children: list[str] = Field(default_factory=list)
 
     @property
     def q(self) -> float:
@@ -90,16 +97,30 @@ class Node:
         return self.id.count(".")
 
 
-@dataclass
-class Tree:
+class Tree(_Model):
     """One search: the prompt, every node, and the committed root the search continues from."""
 
     id: str
-    messages: list[Message]
+    messages: list[dict[str, str]] = Field(min_length=1)
     nodes: dict[str, Node]
     root: str = "0"
-    simulations: int = 0  # completed at the current committed root
+    simulations: int = Field(0, ge=0)  # completed at the current committed root
     done: bool = False
+
+    @model_validator(mode="after")
+    def _linked(self) -> Tree:
+        """Every id a node names exists, and each node sits where its id says (a tree read back from
+        a file is user input)."""
+        if "0" not in self.nodes or self.root not in self.nodes:
+            raise ValueError(f"tree '{self.id}': needs its root node '0' and its committed root '{self.root}'")
+        for key, node in self.nodes.items():
+            expected_parent = key.rpartition(".")[0] or None
+            if node.id != key or node.parent != expected_parent or (node.parent and node.parent not in self.nodes):
+                raise ValueError(f"tree '{self.id}': node '{key}' is not linked to its parent")
+            missing = [c for c in node.children if c not in self.nodes or self.nodes[c].parent != key]
+            if missing:
+                raise ValueError(f"tree '{self.id}': node '{key}' lists child '{missing[0]}', which is not its child")
+        return self
 
     @classmethod
     def new(cls, tree_id: str, messages: list[Message]) -> Tree:
@@ -120,21 +141,6 @@ class Tree:
 
     def tokens(self, node_id: str) -> int:
         return sum(node.tokens for node in self.path(node_id))
-
-    def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "messages": self.messages,
-            "root": self.root,
-            "simulations": self.simulations,
-            "done": self.done,
-            "nodes": [asdict(node) for node in self.nodes.values()],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Tree:
-        nodes = {d["id"]: Node(**d) for d in data["nodes"]}
-        return cls(data["id"], list(data["messages"]), nodes, data["root"], data["simulations"], data["done"])
 
 
 @dataclass(frozen=True)
@@ -269,23 +275,39 @@ def commit(tree: Tree) -> None:
 
 # -- evaluation -----------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Generate:
-    """One generation request bound to the backend that serves it (the op a producer yields)."""
-
-    backend: Backend
-    request: GenerationRequest
-
-
-Producer = Generator[list[Generate], list[list[Completion]], object]
+EXPAND, ROLLOUT = "mcts-expand", "mcts-rollout"  # the phases the scheduler's statistics count
 
 
 class Evaluator(Protocol):
-    def evaluate(
-        self, tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend
-    ) -> Generator[list[Generate], list[list[Completion]], list[float]]:
+    def evaluate(self, tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend) -> Producer[list[float]]:
         """A producer returning one value per node (in [0, 1], higher is better)."""
+
+
+def rollout_ops(tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend, rollouts: int,
+                temperature: float) -> list[Generate]:
+    """Complete each node's reply ``rollouts`` times from its prefix (seeded by tree and node)."""
+    return [
+        Generate(backend, GenerationRequest(
+            messages=tree.messages,
+            prefix=tree.prefix(node.id),
+            n=rollouts,
+            temperature=temperature,
+            top_p=settings.top_p,
+            max_new_tokens=max(1, settings.max_tokens - tree.tokens(node.id)),
+            seed=derive_seed(settings.seed, tree.id, node.id, "rollout"),
+        ), phase=ROLLOUT)
+        for node in nodes
+    ]
+
+
+def completed_replies(tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend, rollouts: int,
+                      temperature: float) -> Producer[list[list[str]]]:
+    """Per node, its whole replies: a terminal node's as it stands, any other's completed by rollouts."""
+    open_nodes = [node for node in nodes if not node.terminal]
+    ops = rollout_ops(tree, open_nodes, settings, backend, rollouts, temperature)
+    done = (yield ops) if ops else []
+    endings = {node.id: [c.text for c in completions] for node, completions in zip(open_nodes, done)}
+    return [[tree.prefix(node.id) + ending for ending in endings.get(node.id, [""])] for node in nodes]
 
 
 @dataclass(frozen=True)
@@ -298,93 +320,46 @@ class OutcomeEvaluator:
     rollouts: int = 1
     temperature: float = 0.0
 
-    def evaluate(self, tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend):
-        open_nodes = [node for node in nodes if not node.terminal]
-        requests = [
-            GenerationRequest(
-                messages=tree.messages,
-                prefix=tree.prefix(node.id),
-                n=self.rollouts,
-                temperature=self.temperature,
-                top_p=settings.top_p,
-                max_new_tokens=settings.max_tokens - tree.tokens(node.id),
-                seed=derive_seed(settings.seed, tree.id, node.id, "rollout"),
-            )
-            for node in open_nodes
-        ]
-        rollouts = (yield [Generate(backend, r) for r in requests]) if requests else []
-        endings = {node.id: [c.text for c in done] for node, done in zip(open_nodes, rollouts)}
-        values = []
-        for node in nodes:
-            prefix = tree.prefix(node.id)
-            replies = [prefix + ending for ending in endings.get(node.id, [""])]
-            values.append(sum(self.verify(reply) for reply in replies) / len(replies))
-        return values
+    def evaluate(self, tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend) -> Producer[list[float]]:
+        replies = yield from completed_replies(tree, nodes, settings, backend, self.rollouts, self.temperature)
+        return [sum(self.verify(reply) for reply in texts) / len(texts) for texts in replies]
 
 
 # -- the search as a producer ---------------------------------------------------------------
 
 
-def search(
-    tree: Tree,
-    settings: SearchSettings,
-    backend: Backend,
-    evaluator: Evaluator,
-    checkpoint: Callable[[Tree], None] | None = None,
-) -> Producer:
-    """Run simulations until the reply is done; ``checkpoint(tree)`` after each one (where a
-    saved tree resumes). Yields one expansion request, then the evaluator's requests, per
-    simulation; a simulation that selects a terminal leaf backs its value up again and yields
-    nothing."""
+def simulate_once(tree: Tree, settings: SearchSettings, backend: Backend, evaluator: Evaluator) -> Producer[None]:
+    """One simulation: select, expand (one request for k steps), evaluate the new children, back
+    up. A simulation that selects a terminal leaf backs its value up again and asks for nothing."""
+    path = select(tree, settings.c_puct)
+    leaf = path[-1]
+    if leaf.terminal:
+        backup(path, leaf.value)
+        return
+    [completions] = yield [Generate(backend, expansion_request(tree, leaf, settings), phase=EXPAND)]
+    children = expand(tree, leaf, completions, settings)
+    values = yield from evaluator.evaluate(tree, children, settings, backend)
+    for child, value in zip(children, values, strict=True):
+        child.value = value
+        backup([*path, child], value)
+
+
+def search_step(tree: Tree, settings: SearchSettings, backend: Backend, evaluator: Evaluator) -> Producer[Tree]:
+    """Simulate until the next commit: one committed step of the reply (the unit a run stores)."""
     while not tree.done:
-        path = select(tree, settings.c_puct)
-        leaf = path[-1]
-        if leaf.terminal:
-            backup(path, leaf.value)
-        else:
-            [completions] = yield [Generate(backend, expansion_request(tree, leaf, settings))]
-            children = expand(tree, leaf, completions, settings)
-            values = yield from evaluator.evaluate(tree, children, settings, backend)
-            for child, value in zip(children, values, strict=True):
-                child.value = value
-                backup([*path, child], value)
+        yield from simulate_once(tree, settings, backend, evaluator)
         tree.simulations += 1
         if tree.simulations >= settings.simulations:
             commit(tree)
-        if checkpoint is not None:
-            checkpoint(tree)
+            break
     return tree
 
 
-def run_producers(producers: Iterable[Producer]) -> list[object]:
-    """Drive producers to the end, one round at a time: every op pending in a round, from every
-    producer, goes to its backend in ONE ``generate`` call per backend. Returns each producer's
-    return value. (A stand-in for the engine's scheduler.)"""
-    producers = list(producers)
-    results: list[object] = [None] * len(producers)
-    pending: dict[int, list[Generate]] = {}
-
-    def advance(index: int, sent: list[list[Completion]] | None) -> None:
-        try:
-            pending[index] = producers[index].send(sent)
-        except StopIteration as stop:
-            pending.pop(index, None)
-            results[index] = stop.value
-
-    for index in range(len(producers)):
-        advance(index, None)
-    while pending:
-        answers = {index: [None] * len(ops) for index, ops in pending.items()}
-        by_backend: dict[int, tuple[Backend, list[tuple[int, int, GenerationRequest]]]] = {}
-        for index, ops in pending.items():
-            for position, op in enumerate(ops):
-                by_backend.setdefault(id(op.backend), (op.backend, []))[1].append((index, position, op.request))
-        for backend, items in by_backend.values():
-            for (index, position, _), completions in zip(items, backend.generate([r for _, _, r in items])):
-                answers[index][position] = completions
-        for index in list(pending):
-            advance(index, answers[index])
-    return results
+def search(tree: Tree, settings: SearchSettings, backend: Backend, evaluator: Evaluator) -> Producer[Tree]:
+    """Search until the reply is done (at most ``max_steps`` commits: each goes one step deeper)."""
+    while not tree.done:
+        yield from search_step(tree, settings, backend, evaluator)
+    return tree
 
 
 # -- step-level preference pairs ------------------------------------------------------------

@@ -25,6 +25,7 @@ from sandbox.backscatter import MEMORY, back_scatter
 from sandbox.context import RunContext
 from sandbox.engine import Scheduler
 from sandbox.errors import RunError
+from sandbox.mcts_phase import mcts_rounds
 from sandbox.records import Step
 from sandbox.store import RunStore
 from sandbox.world import World
@@ -83,6 +84,18 @@ def add_phase_tables(*tables: dict) -> dict:
                 for key, value in counters.items():
                     entry[key] = round(entry.get(key, 0) + value, 3)
     return total
+
+
+def protocol(scenario):
+    """What a world's rounds are: step-level search (``mcts``) or Back-Scatter (and self-play)."""
+    return mcts_rounds if scenario.mcts is not None else back_scatter
+
+
+def steps_per_round(scenario) -> int:
+    """Stored steps a round makes (for the progress bar; a search that ends early makes fewer)."""
+    if scenario.mcts is not None:
+        return scenario.mcts.max_steps + 1
+    return 2 + 2 * scenario.backscatter.max_revisions + 2 + (scenario.selfplay is not None)
 
 
 class Simulation:
@@ -171,13 +184,11 @@ class Simulation:
     # -- running ----------------------------------------------------------------------------
 
     def run(self) -> dict:
-        phases_per_round = {spec.name: 2 + 2 * spec.loaded.scenario.backscatter.max_revisions + 2
-                            + (spec.loaded.scenario.selfplay is not None) for spec in self.specs}
-        total = sum(phases_per_round[ctx.world_id] * self.rounds[ctx.world_id] - len(ctx.store.done)
-                    for ctx in self.contexts)
+        total = sum(steps_per_round(spec.loaded.scenario) * self.rounds[ctx.world_id] - len(ctx.store.done)
+                    for spec, ctx in zip(self.specs, self.contexts))
         with tqdm(total=max(total, 0), disable=not self.show_progress, unit="phase", dynamic_ncols=True) as bar:
             self._bar = bar
-            self.scheduler.run([back_scatter(ctx, self.rounds[ctx.world_id]) for ctx in self.contexts],
+            self.scheduler.run([protocol(ctx.scenario)(ctx, self.rounds[ctx.world_id]) for ctx in self.contexts],
                                after_step=self._after_step)
             self._bar = None
         return self._write_manifest(status="complete")

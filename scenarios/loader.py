@@ -15,8 +15,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from agents.bounded import MAX_YAML_BYTES, BoundedInputError, check_size, load_yaml
+from scenarios.arithmetic import Difficulty, problems
 from scenarios.errors import ScenarioError
-from scenarios.schema import Question, QuestionBank, Scenario
+from scenarios.schema import ArithmeticQuestions, Question, QuestionBank, Scenario
 
 PACKAGE_DIR = Path(__file__).parent
 BUILTIN_DIR = PACKAGE_DIR / "builtin"
@@ -107,6 +108,16 @@ def _locate(name_or_path: str, builtin_dir: Path, relative_to: Path | None, what
     return path
 
 
+def arithmetic_questions(config: ArithmeticQuestions) -> list[Question]:
+    """The generated problems of both splits as questions: the text is the whole prompt (with its
+    worked example), the exact answer is what the outcome verifier checks."""
+    difficulty = Difficulty(config.operations, config.max_number, config.multiply)
+    made = [p for split, count in (("train", config.train), ("heldout", config.heldout))
+            for p in (problems(split, count, difficulty, config.seed) if count else [])]
+    return [Question(id=p.id, text=p.messages()[0]["content"], category="arithmetic", split=p.split, answer=p.answer)
+            for p in made]
+
+
 @dataclass(frozen=True)
 class LoadedScenario:
     """A validated scenario with its questions and files resolved."""
@@ -133,6 +144,13 @@ def load_scenario(name_or_path: str | Path) -> LoadedScenario:
             raise ScenarioError(f"{path}:{line}: questions.bank: {error}") from None
         questions += bank.questions
         digest.update(yaml.safe_dump(bank.model_dump(), sort_keys=True).encode())
+    if scenario.questions.arithmetic:
+        try:
+            generated = arithmetic_questions(scenario.questions.arithmetic)
+        except ValueError as error:  # a difficulty too small for the counts asked
+            raise ScenarioError(f"{path}:{lines.get(('questions', 'arithmetic'))}: questions.arithmetic: {error}") from None
+        questions += generated
+        digest.update(yaml.safe_dump([q.model_dump() for q in generated], sort_keys=True).encode())
     if scenario.questions.categories:
         wanted = set(scenario.questions.categories)
         questions = [q for q in questions if q.category in wanted]
@@ -141,6 +159,9 @@ def load_scenario(name_or_path: str | Path) -> LoadedScenario:
     if not train:
         line = lines.get(("questions",))
         raise ScenarioError(f"{path}:{line}: questions: no training questions left after filtering")
+    if scenario.mcts and scenario.mcts.value == "answer" and not any(q.answer is not None for q in train):
+        raise ScenarioError(f"{path}:{lines.get(('mcts', 'value'), lines.get(('mcts',)))}: mcts.value: 'answer' needs "
+                            "questions with an exact `answer` (e.g. questions.arithmetic); use 'judges'")
     try:
         scenario.judges.resolved(list(train))
     except ValueError as error:

@@ -76,6 +76,9 @@ class Question(Strict):
     reference: str | None = Field(
         None, min_length=1, description="a reference answer written for this question (a decline, or a good answer)"
     )
+    answer: int | float | None = Field(
+        None, description="the exact answer (a number) an outcome verifier checks the reply's final number against"
+    )
 
 
 class QuestionBank(Strict):
@@ -103,16 +106,28 @@ class QuestionBank(Strict):
         return self
 
 
+class ArithmeticQuestions(Strict):
+    """Generated word problems with exact answers (scenarios.arithmetic): a train and a held-out split."""
+
+    train: int = Field(64, ge=1, le=10_000, description="training problems (what the search runs on)")
+    heldout: int = Field(40, ge=0, le=10_000, description="held-out problems (what evaluation uses)")
+    operations: int = Field(2, ge=1, le=8, description="arithmetic operations chained per problem")
+    max_number: int = Field(10, ge=2, le=100, description="largest starting number and operand")
+    multiply: bool = Field(True, description="also doubling, groups and equal shares; else + and - only")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="which problems (the same seed, the same problems)")
+
+
 class QuestionsConfig(Strict):
     bank: str | None = Field(None, description="built-in bank name or a YAML file path")
     inline: list[Question] = Field(default_factory=list)
+    arithmetic: ArithmeticQuestions | None = Field(None, description="generated arithmetic problems with exact answers")
     categories: list[str] | None = Field(None, description="keep only these categories")
     per_round: int = Field(10, ge=1, le=MAX_AGENTS, description="distinct questions asked each round")
 
     @model_validator(mode="after")
     def _some_source(self):
-        if not self.bank and not self.inline:
-            raise ValueError("give a question 'bank' or 'inline' questions")
+        if not self.bank and not self.inline and not self.arithmetic:
+            raise ValueError("give a question 'bank', 'inline' questions or generated 'arithmetic' problems")
         return self
 
 
@@ -294,6 +309,43 @@ class SelfPlayConfig(Strict):
         return self
 
 
+MCTS_DELIMITERS = ("newline", "sentence", "step")  # sandbox.mcts.DELIMITERS (scenarios imports no sandbox)
+
+
+class MctsConfig(Strict):
+    """Step-level search every round (sandbox.mcts_phase) in place of Back-Scatter: one tree per
+    searched training question, every tree's expansions and rollouts batched together."""
+
+    trees: int = Field(8, ge=1, le=MAX_AGENTS, description="training questions searched per round (one tree each)")
+    simulations: int = Field(8, ge=1, le=1024, description="simulations per committed step")
+    k: int = Field(4, ge=1, le=32, description="candidate steps sampled per expansion (deduplicated)")
+    c_puct: float = Field(1.0, gt=0, le=100, description="exploration weight of PUCT: Q + c p sqrt(N) / (1 + n)")
+    temperature: float = Field(0.8, gt=0, le=10, description="sampling temperature of candidate steps")
+    top_p: float = Field(1.0, gt=0, le=1)
+    step_tokens: int = Field(48, ge=1, le=MAX_NEW_TOKENS, description="token budget of one step")
+    max_tokens: int = Field(256, ge=1, le=MAX_NEW_TOKENS, description="token budget of the whole reply")
+    max_steps: int = Field(12, ge=1, le=64, description="steps per reply (a step budget)")
+    delimiters: list[Literal["newline", "sentence", "step"]] = Field(
+        default_factory=lambda: ["newline", "step"], min_length=1,
+        description="what ends a step: a newline, a sentence end, an inline 'Step k:' label",
+    )
+    value: Literal["answer", "judges"] = Field(
+        "answer", description="answer: the exact answer of the completed reply; judges: the verifiable judges")
+    rollouts: int = Field(1, ge=1, le=16, description="completions per evaluated node")
+    rollout_temperature: float = Field(0.0, ge=0, le=10, description="0: greedy rollouts")
+    peers: int = Field(
+        0, ge=0, le=16, description="graph neighbours of the searching agent who also rate each new partial answer")
+    peer_weight: float = Field(0.5, ge=0, le=1, description="the peers' share of a node's value (with peers > 0)")
+
+    @model_validator(mode="after")
+    def _budgets(self):
+        if self.step_tokens > self.max_tokens:
+            raise ValueError(f"step_tokens ({self.step_tokens}) must be <= max_tokens ({self.max_tokens})")
+        if len(set(self.delimiters)) != len(self.delimiters):
+            raise ValueError("a delimiter is listed twice")
+        return self
+
+
 class Scenario(Strict):
     name: str
     description: str = ""
@@ -309,6 +361,7 @@ class Scenario(Strict):
     judges: JudgesConfig = Field(default_factory=JudgesConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     selfplay: SelfPlayConfig | None = Field(None, description="a self-play phase every round (off by default)")
+    mcts: MctsConfig | None = Field(None, description="step-level search each round instead of Back-Scatter (off by default)")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -319,6 +372,8 @@ class Scenario(Strict):
                 f"{self.agent_count:,} agents x {self.rounds:,} rounds x {self.replicas} replicas is more than "
                 f"{MAX_AGENT_ROUNDS:,} answers; use fewer rounds, agents or replicas"
             )
+        if self.mcts is not None and self.selfplay is not None:
+            raise ValueError("mcts replaces the Back-Scatter round that selfplay extends: set one of them")
         groups = [a.group for a in self.agents]
         if len(set(groups)) != len(groups):
             raise ValueError("agent group names must be unique")

@@ -68,7 +68,7 @@ def test_inconsistent_options_and_unknown_methods_exit_2(tmp_path, tiny_model_di
         "socialign train: error: invalid training options: label smoothing applies to the sigmoid loss only"
     )
     with pytest.raises(SystemExit) as exit_info:  # argparse: only implemented methods are offered
-        main(["train", "--method", "mcts-dpo", "--data", str(path), "--out", str(tmp_path / "out")])
+        main(["train", "--method", "ppo", "--data", str(path), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from agents.backends.base import Completion
 from agents.backends.hf import HFBackend
+from sandbox.engine import Scheduler
 from sandbox.mcts import (
     Node,
     OutcomeEvaluator,
@@ -20,8 +21,8 @@ from sandbox.mcts import (
     expand,
     label_smoothing,
     puct_score,
-    run_producers,
     search,
+    search_step,
     select,
     split_step,
     step_pairs,
@@ -184,7 +185,7 @@ def test_steps_rows_format():
 
 def test_tree_round_trips_through_dicts():
     tree = known_tree()
-    again = Tree.from_dict(json.loads(json.dumps(tree.to_dict())))
+    again = Tree.model_validate(json.loads(tree.model_dump_json()))
     assert again == tree
 
 
@@ -202,45 +203,58 @@ def trees() -> list[Tree]:
     return [Tree.new("tree-a", PROMPT), Tree.new("tree-b", [{"role": "user", "content": "What is 2 + 2?"}])]
 
 
-def run(backend, forest, checkpoints=None):
-    evaluator = OutcomeEvaluator(verify)
-    hook = None if checkpoints is None else (lambda t: checkpoints.setdefault(t.id, []).append(json.dumps(t.to_dict())))
-    before = (backend.stats.calls, backend.stats.requests)
-    run_producers([search(tree, SETTINGS, backend, evaluator, hook) for tree in forest])
-    return backend.stats.calls - before[0], backend.stats.requests - before[1]
+class CountingBackend(HFBackend):
+    """The hf backend, counting ``generate`` calls (the scheduler's batching is what is tested)."""
+
+    generate_calls = 0
+
+    def generate(self, requests):
+        self.generate_calls += 1
+        return super().generate(requests)
+
+
+def run(backend, forest, step=search):
+    """Search every tree of ``forest`` under one scheduler: (generate calls, requests) it made."""
+    before = (backend.generate_calls, backend.stats.requests)
+    Scheduler().run([step(tree, SETTINGS, backend, OutcomeEvaluator(verify)) for tree in forest])
+    return backend.generate_calls - before[0], backend.stats.requests - before[1]
 
 
 def assert_same_trees(found: list[Tree], expected: list[Tree]) -> None:
     """Same nodes, steps, visits and values; priors to float32 precision (a batch of other rows
     changes the last bits of a log-prob, never the sampled tokens)."""
     for a, b in zip(found, expected, strict=True):
-        da, db = a.to_dict(), b.to_dict()
-        priors_a = [node.pop("prior") for node in da["nodes"]]
-        priors_b = [node.pop("prior") for node in db["nodes"]]
+        da, db = a.model_dump(), b.model_dump()
+        priors_a = [node.pop("prior") for node in da["nodes"].values()]
+        priors_b = [node.pop("prior") for node in db["nodes"].values()]
         assert da == db
         assert priors_a == pytest.approx(priors_b, rel=1e-4)
 
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
-    return HFBackend(tiny_model_dir)
+    return CountingBackend(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
 def searched(backend):
-    """Both trees searched together, with every checkpoint kept."""
-    forest, checkpoints = trees(), {}
-    calls, requests = run(backend, forest, checkpoints)
-    return forest, checkpoints, calls, requests
+    """Both trees searched together, and a snapshot of each after its first committed step."""
+    forest = trees()
+    first = run(backend, forest, search_step)
+    snapshots = [tree.model_dump_json() for tree in forest]
+    rest = run(backend, forest)
+    return forest, snapshots, first[0] + rest[0], first[1] + rest[1]
 
 
 def test_search_batches_all_trees_into_one_call_per_step_and_yields_pairs(backend, searched):
     forest, _, calls, requests = searched
     alone = []
     for tree in trees():
-        alone.append(run(backend, [tree]) + (tree,))
-    # Each round sends every tree's pending requests in one call: as many calls as the longer
-    # search alone needs, and all the requests of both.
+        first = run(backend, [tree], search_step)
+        rest = run(backend, [tree])
+        alone.append((first[0] + rest[0], first[1] + rest[1], tree))
+    # Each scheduler step sends every tree's pending requests (expansions and rollouts) in one
+    # call: as many calls as the longer search alone needs, and all the requests of both.
     assert calls == max(c for c, _, _ in alone)
     assert requests == sum(r for _, r, _ in alone)
     assert_same_trees(forest, [t for _, _, t in alone])  # batching changes nothing
@@ -255,9 +269,8 @@ def test_search_batches_all_trees_into_one_call_per_step_and_yields_pairs(backen
 
 
 def test_resume_mid_search_gives_the_same_trees(backend, searched):
-    forest, checkpoints, _, _ = searched
-    assert all(len(saved) > 3 for saved in checkpoints.values())
-    resumed = [Tree.from_dict(json.loads(checkpoints[tree.id][2])) for tree in forest]  # after 3 simulations
-    assert not any(tree.done for tree in resumed)
+    forest, snapshots, _, _ = searched
+    resumed = [Tree.model_validate_json(saved) for saved in snapshots]  # after the first committed step
+    assert all(tree.root != "0" and not tree.done for tree in resumed)
     run(backend, resumed)
     assert_same_trees(resumed, forest)

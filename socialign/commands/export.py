@@ -1,4 +1,4 @@
-"""`socialign export RUN_DIR`: write pairs, ranked, critiques, sft, spin and ratings JSONL files."""
+"""`socialign export RUN_DIR`: write pairs, ranked, critiques, sft, spin, ratings, prompts and steps JSONL files."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ for several CPU processes: `torchrun --standalone --nproc_per_node N -m socialig
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from agents.registry import DEFAULT_CHAT_MODEL
 from align.flags import add_config_arguments, config_from_args
@@ -40,7 +41,8 @@ def method_parser(args: argparse.Namespace) -> argparse.ArgumentParser:
         default=method.name,
         help="training method (default: %(default)s)",
     )
-    parser.add_argument("--data", required=True, help=method.data_help)
+    parser.add_argument("--data", required=method.default_data is None, default=method.default_data,
+                        help=method.data_help)
     parser.add_argument(
         "--model", default=DEFAULT_CHAT_MODEL, help="model alias, local path or hub id (default: %(default)s)"
     )
@@ -62,7 +64,7 @@ def run(args) -> int:
     from align.processes import process_state  # torch, transformers, peft: only once we train
     from align.run import train
 
-    if method.iterative:
+    if method.iterative and not (method.trains_exports and _is_export(args.data)):
         return _run_iterations(method, args, config)
     result = train(method, args.data, args.model, args.out, config, resume=args.resume)
     if not process_state().is_main_process:
@@ -71,6 +73,12 @@ def run(args) -> int:
     metrics = ", ".join(f"{key} {last.get(key, float('nan')):.4f}" for key in method.summary)
     print(f"trained {result.step} steps ({metrics}); model: {result.model_dir}")
     return 0
+
+
+def _is_export(data: str) -> bool:
+    """A JSONL file or a run directory (not a scenario name or YAML)."""
+    path = Path(data)
+    return path.is_dir() or path.suffix == ".jsonl"
 
 
 def _run_iterations(method, args, config) -> int:
