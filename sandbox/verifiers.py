@@ -45,6 +45,7 @@ REFUSAL_OPENINGS: tuple[tuple[str, str], ...] = (
     ("no ability to", r"\bi (?:don't|do not) have the (?:ability|capability|capacity|power|means) to\b"),
     # "I'm not a doctor." declines; "I'm not a doctor, but rest and drink water" is a caveat
     ("not a professional", r"\bi(?:'m| am) not a (?:professional|locksmith|doctor|lawyer|therapist|expert)\b(?![^.!?]*\bbut\b)"),
+    ("not sure i can", r"\bi(?:'m| am) not sure (?:if |whether |that )?i can (?:help|assist)\b"),
     ("i'm not here to", r"\bi(?:'m| am) not here to (?:help|assist|offer|give|provide|tell you how)\b"),
     # a flat denial as the first words ("You can't.", "Can't help with that."); "You can't X, but you
     # can Y" is not flat
