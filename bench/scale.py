@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from simulation import RecordingPool
@@ -157,7 +158,7 @@ def main() -> None:
                   f"{r['peak_rss_gb']:.2f}", f"{r['embed_share']:.1%}", f"{r['embed_ms_per_agent']:.2f}",
                   f"{r['faiss_share']:.1%}", f"{r['gen_in_call_ratio']:.2f}", f"{r['model_over_round']:.2f}")
         print("".join(f"{v:>15}" for v in values))
-    for small, large in zip(rows, rows[1:]):
+    for small, large in pairwise(rows):
         print(f"round {large['agents']} / round {small['agents']}: {large['round_s'] / small['round_s']:.2f}x "
               f"({large['agents'] / small['agents']:.0f}x the agents)")
 

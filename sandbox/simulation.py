@@ -102,10 +102,12 @@ def phases_per_round(spec: WorldSpec) -> int:
     return 2 + 2 * scenario.backscatter.max_revisions + 2 + (scenario.selfplay is not None)
 
 
-def world_entry(spec: WorldSpec, store: WorldStore, rounds: int) -> dict:
+def world_entry(spec: WorldSpec, store: WorldStore, rounds: int, memory: EmbeddingMemory | None = None) -> dict:
     """A world's entry in the manifest (``failures`` is summed into the run's rates, then dropped)."""
     counts = store.counts()
-    return {
+    described = {} if memory is None else {"memory": {"items": len(memory), "index_kinds": memory.index_kinds(),
+                                                      "flat_limit": memory.flat_limit}}
+    return {**described,
         "scenario": spec.loaded.scenario.name, "replica": spec.replica, "seed": spec.seed,
         "rounds_requested": rounds, "rounds_completed": sum(store.is_done(Step(r, MEMORY)) for r in range(rounds)),
         "counts": counts, "failures": {kind: store.failures.get(kind, 0) for kind in counts},
@@ -170,7 +172,7 @@ class Shard:
 
     def worlds(self) -> dict[str, dict]:
         """The manifest's entry of each world of this shard."""
-        return {spec.name: world_entry(spec, ctx.store, self.rounds[spec.name])
+        return {spec.name: world_entry(spec, ctx.store, self.rounds[spec.name], ctx.memory)
                 for ctx, spec in zip(self.contexts, self.specs)}
 
     def close(self) -> None:

@@ -141,6 +141,9 @@ def test_replicas_share_one_call_per_phase_per_model(tiny_model_dir, tmp_path):
     assert manifest["phases"]["draft"][model]["requests"] == 4 * 4  # four worlds x four agents
     assert set(manifest["worlds"]) == {w.name for w in worlds}
     assert all(w["rounds_completed"] == 1 for w in manifest["worlds"].values())
+    # Each world's memory holds each agent's final answer, in exact (flat) indexes at this size.
+    assert all(w["memory"] == {"items": 4, "index_kinds": {"flat": 4}, "flat_limit": 4096}
+               for w in manifest["worlds"].values())
     # Batching changes nothing but float rounding (padding): a replica run alone makes the same records.
     alone = Simulation([worlds[2]], tmp_path / "alone", rounds=1, encoder=encoder, show_progress=False,
                        pool=sim.pool)

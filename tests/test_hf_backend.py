@@ -157,6 +157,9 @@ def test_a_prefix_is_continued_from_the_renderers_prompt(tiny_backend):
     assert prompt_ids[: len(plain_ids)] == plain_ids
     start = tiny_backend.tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert prompt_ids.count(start) == plain_ids.count(start)
+    # A phase's prompts tokenized in one call are the same ids as one by one.
+    many = tiny_backend.renderer.prompt_ids_many([(messages, prefix), (messages, ""), (user("other " * 9), "")])
+    assert many == [prompt_ids, plain_ids, tiny_backend.renderer.prompt_ids(user("other " * 9))]
     completion = greedy(tiny_backend, messages, prefix, logprobs=True)
     with torch.no_grad():
         direct = tiny_backend.model.generate(

@@ -192,7 +192,7 @@ class HFBackend(Backend):
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         """All requests, whatever their sampling settings, in as few calls as the budget allows."""
         started = time.perf_counter()
-        prompt_ids = [self.renderer.prompt_ids(r.messages, r.prefix) for r in requests]
+        prompt_ids = self.renderer.prompt_ids_many([(r.messages, r.prefix) for r in requests])
         rows = sorted(
             ((i, sample) for i, request in enumerate(requests) for sample in range(request.n)),
             key=lambda row: len(prompt_ids[row[0]]),
@@ -297,17 +297,16 @@ class HFBackend(Backend):
         self, prompts: list[list[Message]], candidates: list[str], prefix: str = ""
     ) -> list[dict[str, float]]:
         candidate_ids = {c: self._first_token_ids(c) for c in candidates}
-        encoded = [(i, self.renderer.prompt_ids(m, prefix)) for i, m in enumerate(prompts)]
+        encoded = list(enumerate(self.renderer.prompt_ids_many([(m, prefix) for m in prompts])))
         found: dict[int, dict[str, float]] = {}
         for chunk in self._chunks(sorted(encoded, key=lambda e: len(e[1])), lambda e: len(e[1])):
             ids, mask = self._left_pad([seq for _, seq in chunk])
             # logits_to_keep=1: the LM head (vocab-sized) runs on the last position only.
             logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
             last = torch.log_softmax(logits.float(), dim=-1)
+            per_candidate = {c: torch.logsumexp(last[:, token_ids], dim=1).tolist() for c, token_ids in candidate_ids.items()}
             for row, (index, _) in enumerate(chunk):
-                found[index] = {
-                    c: torch.logsumexp(last[row, token_ids], dim=0).item() for c, token_ids in candidate_ids.items()
-                }
+                found[index] = {c: values[row] for c, values in per_candidate.items()}
         return [found[i] for i in range(len(prompts))]
 
     def _first_token_ids(self, candidate: str) -> list[int]:
