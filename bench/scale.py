@@ -14,7 +14,7 @@ each a single batched call (bench/simulation.py's replay):
 Setup (loading, building the world, opening stores) is outside the round and printed apart.
 ``--profile N`` runs N agents under cProfile and prints the functions with most own time.
 
-Usage: python bench/scale.py [--agents 100 1000 10000] [--profile 1000]
+Usage: python bench/scale.py [--agents 100 1000 10000] [--no-replay-above 5000] [--profile 1000]
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def timed_search(search):
     return wrapper
 
 
-def one_round(agents: int, model: str, work: Path, profile: bool) -> dict:
+def one_round(agents: int, model: str, work: Path, profile: bool, replay: bool) -> dict:
     path = work / f"scale-{agents}.yaml"
     path.write_text(SCENARIO.format(agents=agents, model=model))
     search = EmbeddingMemory.search = timed_search(EmbeddingMemory.search)
@@ -113,9 +113,9 @@ def one_round(agents: int, model: str, work: Path, profile: bool) -> dict:
     in_call = sum(seconds for *_, seconds in generate)
     model_in_round = sum(seconds for *_, seconds in backend.recorded)
     calls = list(backend.recorded)
-    replay_generate = backend.replay(("generate",))
+    replay_generate = backend.replay(("generate",)) if replay else float("nan")
     backend.recorded = calls
-    replay_all = backend.replay()
+    replay_all = backend.replay() if replay else float("nan")
     if profiler:
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
     return {
@@ -132,19 +132,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--profile", type=int, metavar="N", help="profile one round of N agents instead")
+    parser.add_argument("--no-replay-above", type=int, default=5000, metavar="N",
+                        help="skip the replay (the two generation ratios) for sizes above N, to save time")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(one_round(args.child, args.model, Path(args.work), args.profile is not None)))
+        replay = args.child <= args.no_replay_above
+        print(json.dumps(one_round(args.child, args.model, Path(args.work), args.profile is not None, replay)))
         return
     with tempfile.TemporaryDirectory(prefix="socialign-scale-") as work:
         model = build_random_llama(Path(work) / "tiny")
         sizes = [args.profile] if args.profile else args.agents
         rows = []
         for agents in sizes:
-            command = [sys.executable, __file__, "--child", str(agents), "--model", model, "--work", work]
+            command = [sys.executable, __file__, "--child", str(agents), "--model", model, "--work", work,
+                       "--no-replay-above", str(args.no_replay_above)]
             if args.profile:
                 command += ["--profile", str(agents)]
             done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)

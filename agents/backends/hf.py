@@ -67,9 +67,9 @@ def sample_nucleus(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: tor
         accepted = top_ps[pending] >= 1.0
         check = (~accepted).nonzero().squeeze(-1)
         if len(check):  # rows with top_p < 1: is the drawn token inside the nucleus?
-            nucleus = rows[check]
+            nucleus = rows if len(check) == len(rows) else rows[check]
             drawn = nucleus.gather(-1, draws[check, None])
-            accepted[check] = nucleus.masked_fill_(nucleus <= drawn, 0.0).sum(-1) < top_ps[pending[check]]
+            accepted[check] = torch.where(nucleus > drawn, nucleus, 0.0).sum(-1) < top_ps[pending[check]]
         chosen[pending[accepted]] = draws[accepted]
         pending = pending[~accepted]
     return chosen
@@ -114,7 +114,9 @@ class RowSampler(LogitsProcessor):
         sampled = [row for row in live if self.requests[row].temperature > 0]
         if greedy:
             chosen[greedy] = logits[greedy].argmax(-1)
-        if sampled:
+        if len(sampled) == len(self.requests):  # every row samples: no row copies
+            chosen = sample_nucleus(logits, self.temperatures, self.top_ps, self.generators)
+        elif sampled:
             chosen[sampled] = sample_nucleus(logits[sampled], self.temperatures[sampled], self.top_ps[sampled],
                                              [self.generators[row] for row in sampled])
         if len(self.logprob_rows):
