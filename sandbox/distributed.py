@@ -114,10 +114,9 @@ class RaySimulation:
         """A result from an actor; a dead actor or its error becomes a one-line RunError."""
         try:
             return self.ray.get(ref)
-        except self.ray.exceptions.RayTaskError as error:
-            cause = error.cause
-            if isinstance(cause, RunError):
-                raise cause from None
+        except self.ray.exceptions.RayTaskError as error:  # the actor's own exception (bad input stays one line)
+            if isinstance(error.cause, Exception):
+                raise error.cause from None
             raise
         except self.ray.exceptions.RayActorError:
             where = f" (pid {worker['pid']} on {worker['node']}, worlds {', '.join(worker['worlds'])})" if worker else ""

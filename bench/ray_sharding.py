@@ -6,7 +6,7 @@ Ray: starting the cluster, the actors, and each actor loading its own model and 
 On one machine the two workers share its cores with each other, so the ratio says what
 sharding costs or gains here; on a cluster each worker has its own node.
 
-Usage: python bench/ray.py [--agents 40] [--rounds 1] [--workers 2]
+Usage: python bench/ray_sharding.py [--agents 40] [--rounds 1] [--workers 2]
 """
 
 from __future__ import annotations
