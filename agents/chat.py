@@ -53,6 +53,13 @@ class ChatRenderer:
     def prompt_ids(self, messages: Sequence[Message], prefix: str = "") -> list[int]:
         return self.encode(self.prompt_text(messages, prefix))
 
+    def prompt_ids_many(self, conversations: Sequence[tuple[Sequence[Message], str]]) -> list[list[int]]:
+        """``prompt_ids`` of many (messages, prefix) pairs with one tokenizer call (a phase's prompts)."""
+        if not conversations:
+            return []
+        texts = [self.prompt_text(messages, prefix) for messages, prefix in conversations]
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
     def split(
         self, messages: Sequence[Message], completion: str, prefix: str = "", end_of_turn: bool = True
     ) -> tuple[list[int], list[int]]:

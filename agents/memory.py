@@ -1,8 +1,11 @@
 """Embedding memory: sentence-transformers encoder + faiss, with per-agent namespaces.
 
-Each namespace (an agent) has its own exact inner-product index over L2-normalised vectors,
-so a score is a cosine similarity and a threshold means the same thing everywhere. Batched
-calls encode every text of a phase in one encoder pass; faiss is then called once per
+Each namespace (an agent) has its own inner-product index over L2-normalised vectors, so a
+score is a cosine similarity and a threshold means the same thing everywhere. The index kind
+follows its size: exact (flat) up to ``flat_limit`` vectors, then HNSW (graph search, sublinear
+in the namespace's size, recall ~0.99 at efSearch 64), switched automatically when a namespace
+grows past the limit; ``index_kinds`` reports what is in use (the run manifest records it).
+Batched calls encode every text of a phase in one encoder pass; faiss is then called once per
 namespace present in the batch (microseconds each; the encoder pass is the real cost).
 Persistence is a faiss index file plus JSONL — never pickle.
 """
@@ -53,18 +56,37 @@ class Encoder:
         self.dim = self.model.get_embedding_dimension()
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """One vector per text; each distinct text is encoded once (agents asked the same question
+        query memory with the same text, and many answers share a reference)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        unique = list(dict.fromkeys(texts))
         vectors = self.model.encode(
-            texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+            unique, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
         )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(unique) == len(texts):
+            return vectors
+        row = {text: i for i, text in enumerate(unique)}
+        return vectors[[row[text] for text in texts]]
+
+
+FLAT_LIMIT = 4096  # vectors per namespace searched exactly; beyond it, HNSW
+HNSW_NEIGHBOURS = 32
+HNSW_EF_SEARCH = 64
+
+
+def _hnsw(dim: int) -> faiss.Index:
+    index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+    return index
 
 
 class EmbeddingMemory:
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, flat_limit: int = FLAT_LIMIT) -> None:
         self.encoder = encoder
-        self._indexes: dict[str, faiss.IndexFlatIP] = {}
+        self.flat_limit = flat_limit
+        self._indexes: dict[str, faiss.Index] = {}
         self._items: dict[str, list[MemoryItem]] = defaultdict(list)
         self._order: list[tuple[str, int]] = []  # insertion order across namespaces, for saving
 
@@ -77,6 +99,13 @@ class EmbeddingMemory:
     def items(self, namespace: str) -> list[MemoryItem]:
         return list(self._items.get(namespace, []))
 
+    def index_kinds(self) -> dict[str, int]:
+        """How many namespaces use each index kind ("flat", "hnsw"), for the run manifest."""
+        kinds: dict[str, int] = defaultdict(int)
+        for index in self._indexes.values():
+            kinds["flat" if isinstance(index, faiss.IndexFlat) else "hnsw"] += 1
+        return dict(kinds)
+
     def add(self, items: list[MemoryItem]) -> None:
         """Store many items with one encoder pass."""
         self._add_vectors(items, self.encoder.encode([item.text for item in items]))
@@ -86,6 +115,10 @@ class EmbeddingMemory:
             index = self._indexes.get(namespace)
             if index is None:
                 index = self._indexes[namespace] = faiss.IndexFlatIP(self.encoder.dim)
+            if isinstance(index, faiss.IndexFlat) and index.ntotal + len(rows) > self.flat_limit:
+                grown = _hnsw(self.encoder.dim)
+                grown.add(index.reconstruct_n(0, index.ntotal))
+                index = self._indexes[namespace] = grown
             index.add(vectors[rows])
             for row in rows:
                 self._order.append((namespace, len(self._items[namespace])))
@@ -131,7 +164,7 @@ class EmbeddingMemory:
             faiss.write_index(combined, str(staging))
 
     @classmethod
-    def load(cls, directory: str | Path, encoder: Encoder) -> EmbeddingMemory:
+    def load(cls, directory: str | Path, encoder: Encoder, flat_limit: int = FLAT_LIMIT) -> EmbeddingMemory:
         directory = Path(directory)
         index_path, entries_path = directory / INDEX_FILE, directory / ENTRIES_FILE
         for path in (index_path, entries_path):
@@ -145,7 +178,7 @@ class EmbeddingMemory:
                 f"{directory}: index holds {index.ntotal} vectors of dim {index.d}, entries file "
                 f"{len(items)} items for an encoder of dim {encoder.dim}"
             )
-        memory = cls(encoder)
+        memory = cls(encoder, flat_limit)
         if items:
             memory._add_vectors(items, index.reconstruct_n(0, index.ntotal))
         return memory

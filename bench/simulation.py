@@ -29,30 +29,34 @@ from scenarios import load_scenario
 
 
 class RecordingBackend(HFBackend):
-    """The real backend, keeping every call so a run's calls can be replayed."""
+    """The real backend, keeping every call (and its seconds) so a run's calls can be replayed."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.recorded: list[tuple[str, tuple, dict]] = []
+        self.recorded: list[tuple[str, tuple, dict, float]] = []
+
+    def _timed(self, method: str, args: tuple, kwargs: dict):
+        started = time.perf_counter()
+        result = getattr(HFBackend, method)(self, *args, **kwargs)
+        self.recorded.append((method, args, kwargs, time.perf_counter() - started))
+        return result
 
     def generate(self, *args, **kwargs):
-        self.recorded.append(("generate", args, kwargs))
-        return super().generate(*args, **kwargs)
+        return self._timed("generate", args, kwargs)
 
     def score(self, *args, **kwargs):
-        self.recorded.append(("score", args, kwargs))
-        return super().score(*args, **kwargs)
+        return self._timed("score", args, kwargs)
 
     def next_token_logprobs(self, *args, **kwargs):
-        self.recorded.append(("next_token_logprobs", args, kwargs))
-        return super().next_token_logprobs(*args, **kwargs)
+        return self._timed("next_token_logprobs", args, kwargs)
 
-    def replay(self) -> float:
-        """Seconds to make the recorded calls again, back to back (then forget them)."""
+    def replay(self, methods: tuple[str, ...] = ("generate", "score", "next_token_logprobs")) -> float:
+        """Seconds to make the recorded calls of ``methods`` again, back to back (then forget all)."""
         calls, self.recorded = self.recorded, []
         started = time.perf_counter()
-        for method, args, kwargs in calls:
-            getattr(HFBackend, method)(self, *args, **kwargs)
+        for method, args, kwargs, _ in calls:
+            if method in methods:
+                getattr(HFBackend, method)(self, *args, **kwargs)
         return time.perf_counter() - started
 
 

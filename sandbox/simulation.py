@@ -11,7 +11,7 @@ import datetime as dt
 import importlib.metadata
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from sandbox.engine import Scheduler
 from sandbox.errors import RunError
 from sandbox.mcts_phase import mcts_rounds
 from sandbox.records import Step
-from sandbox.store import RunStore
+from sandbox.store import RunStore, WorldStore
 from sandbox.world import World
 from scenarios import LoadedScenario, ModelRef
 
@@ -86,63 +86,62 @@ def add_phase_tables(*tables: dict) -> dict:
     return total
 
 
+def run_identity(specs: Sequence[WorldSpec]) -> dict:
+    """What makes two runs the same run (a directory refuses a different one)."""
+    models = models_of(specs)
+    for ref in models:
+        if ref.backend != "openai":
+            check_model(ref.name)
+    return {
+        "worlds": [{"name": s.name, "scenario_sha256": s.loaded.sha256, "seed": s.seed} for s in specs],
+        "models": [ref.model_dump(mode="json") for ref in models],
+    }
+
+
 def protocol(scenario):
     """What a world's rounds are: step-level search (``mcts``) or Back-Scatter (and self-play)."""
     return mcts_rounds if scenario.mcts is not None else back_scatter
 
 
-def steps_per_round(scenario) -> int:
+def phases_per_round(spec: WorldSpec) -> int:
     """Stored steps a round makes (for the progress bar; a search that ends early makes fewer)."""
+    scenario = spec.loaded.scenario
     if scenario.mcts is not None:
         return scenario.mcts.max_steps + 1
     return 2 + 2 * scenario.backscatter.max_revisions + 2 + (scenario.selfplay is not None)
 
 
-class Simulation:
-    def __init__(
-        self,
-        worlds: Sequence[WorldSpec],
-        out: str | Path,
-        rounds: int | None = None,
-        resume: bool = False,
-        pool: BackendPool | None = None,
-        encoder: Encoder | None = None,
-        show_progress: bool = True,
-    ) -> None:
-        self.specs = list(worlds)
-        self.rounds = {spec.name: rounds or spec.loaded.scenario.rounds for spec in self.specs}
-        worlds_built = {spec.name: World(spec.loaded, spec.seed) for spec in self.specs}  # validates graphs first
-        models = models_of(self.specs)
-        for ref in models:
-            if ref.backend != "openai":
-                check_model(ref.name)
-        self.identity = {
-            "worlds": [{"name": s.name, "scenario_sha256": s.loaded.sha256, "seed": s.seed} for s in self.specs],
-            "models": [ref.model_dump(mode="json") for ref in models],
-        }
-        self.scenarios = {s.loaded.scenario.name: s.loaded for s in self.specs}
-        # What export judges against (expected, reference), kept with the run: the bank may change later.
-        self._questions = {name: [q.model_dump(mode="json", exclude_none=True) for q in loaded.train_questions]
-                           for name, loaded in self.scenarios.items()}
-        self.run_id = "+".join(self.scenarios)
-        self.store = RunStore.open(out, self.identity, resume)
+def world_entry(spec: WorldSpec, store: WorldStore, rounds: int, memory: EmbeddingMemory | None = None) -> dict:
+    """A world's entry in the manifest (``failures`` is summed into the run's rates, then dropped)."""
+    counts = store.counts()
+    described = {} if memory is None else {"memory": {"items": len(memory), "index_kinds": memory.index_kinds(),
+                                                      "flat_limit": memory.flat_limit}}
+    return {**described,
+        "scenario": spec.loaded.scenario.name, "replica": spec.replica, "seed": spec.seed,
+        "rounds_requested": rounds, "rounds_completed": sum(store.is_done(Step(r, MEMORY)) for r in range(rounds)),
+        "counts": counts, "failures": {kind: store.failures.get(kind, 0) for kind in counts},
+        "failure_rate": store.failure_rates(),
+    }
+
+
+class Shard:
+    """Some worlds of a run under one scheduler, writing their own stores and no manifest.
+
+    The local driver holds one shard with every world; under Ray each actor holds one
+    (sandbox.distributed), and the driver alone writes the manifest from what shards report.
+    """
+
+    def __init__(self, specs: Sequence[WorldSpec], worlds: dict[str, World], store: RunStore,
+                 rounds: dict[str, int], pool: BackendPool | None = None, encoder: Encoder | None = None) -> None:
+        self.specs = list(specs)
+        self.rounds = rounds
+        self.store = store
         self.pool = pool or BackendPool()
         self.encoders: dict[str, Encoder] = {}
         self.default_encoder = encoder
         self.scheduler = Scheduler()
-        self.contexts = [self._context(spec, worlds_built[spec.name]) for spec in self.specs]
-        self.show_progress = show_progress
-        self._bar: tqdm | None = None
-        self._dirty = False
-        previous = self.store.manifest() or {}
-        self._previous_phases = previous.get("phases", {})
-        self._created = previous.get("created") or dt.datetime.now(dt.UTC).isoformat()
-        self._wall_before = previous.get("wall_seconds", 0.0)
-        self._versions = package_versions()
-        self._started = time.perf_counter()
-        self._write_manifest(status="running")
-
-    # -- worlds ---------------------------------------------------------------------------
+        self.on_commit: Callable[[Step], None] = lambda step: None
+        self.contexts = [self._context(spec, worlds[spec.name]) for spec in self.specs]
 
     def backend(self, ref: ModelRef) -> Backend:
         return self.pool.get(ref.backend, ref.name, **ref.options)
@@ -166,55 +165,59 @@ class Simulation:
         if seeds:
             memory.add(seeds)
         return RunContext(spec.name, spec.seed, spec.loaded, world, memory, self.store.world(spec.name),
-                          self.backend, self._committed)
+                          self.backend, lambda step: self.on_commit(step))
 
-    def world(self, name: str) -> RunContext:
-        return next(ctx for ctx in self.contexts if ctx.world_id == name)
+    def steps_left(self) -> int:
+        return max(sum(phases_per_round(spec) * self.rounds[spec.name] - len(ctx.store.done)
+                       for spec, ctx in zip(self.specs, self.contexts)), 0)
 
-    def _committed(self, step: Step) -> None:
-        self._dirty = True
-        if self._bar is not None:
-            self._bar.update(1)
-
-    def _after_step(self) -> None:
-        if self._dirty:
-            self._write_manifest(status="running")
-            self._dirty = False
-
-    # -- running ----------------------------------------------------------------------------
-
-    def run(self) -> dict:
-        total = sum(steps_per_round(spec.loaded.scenario) * self.rounds[ctx.world_id] - len(ctx.store.done)
-                    for spec, ctx in zip(self.specs, self.contexts))
-        with tqdm(total=max(total, 0), disable=not self.show_progress, unit="phase", dynamic_ncols=True) as bar:
-            self._bar = bar
+    def run(self, after_step: Callable[[], None] | None = None) -> None:
+        try:
             self.scheduler.run([protocol(ctx.scenario)(ctx, self.rounds[ctx.world_id]) for ctx in self.contexts],
-                               after_step=self._after_step)
-            self._bar = None
-        return self._write_manifest(status="complete")
+                               after_step=after_step)
+        finally:
+            for ctx in self.contexts:
+                ctx.store.release()
+
+    def worlds(self) -> dict[str, dict]:
+        """The manifest's entry of each world of this shard."""
+        return {spec.name: world_entry(spec, ctx.store, self.rounds[spec.name], ctx.memory)
+                for ctx, spec in zip(self.contexts, self.specs)}
 
     def close(self) -> None:
+        for ctx in self.contexts:
+            ctx.store.release()
         self.pool.close()
 
-    def _rounds_completed(self, ctx: RunContext) -> int:
-        return sum(ctx.store.is_done(Step(r, MEMORY)) for r in range(self.rounds[ctx.world_id]))
 
-    def _write_manifest(self, status: str) -> dict:
-        now = time.perf_counter()
-        worlds = {}
-        for ctx, spec in zip(self.contexts, self.specs):
-            worlds[ctx.world_id] = {
-                "scenario": spec.loaded.scenario.name, "replica": spec.replica, "seed": spec.seed,
-                "rounds_requested": self.rounds[ctx.world_id], "rounds_completed": self._rounds_completed(ctx),
-                "counts": ctx.store.counts(), "failure_rate": ctx.store.failure_rates(),
-            }
+class RunManifest:
+    """The run's one manifest.json: identity and scenarios, plus what the shards report."""
+
+    def __init__(self, specs: Sequence[WorldSpec], store: RunStore, identity: dict) -> None:
+        self.store = store
+        self.identity = identity
+        self.scenarios = {s.loaded.scenario.name: s.loaded for s in specs}
+        self.run_id = "+".join(self.scenarios)
+        # What export judges against (expected, reference), kept with the run: the bank may change later.
+        self._questions = {name: [q.model_dump(mode="json", exclude_none=True) for q in loaded.train_questions]
+                           for name, loaded in self.scenarios.items()}
+        previous = store.manifest() or {}
+        self._previous_phases = previous.get("phases", {})
+        self._created = previous.get("created") or dt.datetime.now(dt.UTC).isoformat()
+        self._wall_before = previous.get("wall_seconds", 0.0)
+        self._versions = package_versions()
+        self._started = time.perf_counter()
+
+    def write(self, status: str, worlds: dict[str, dict], phases: dict, **extra) -> dict:
+        """Write the manifest from each world's entry and this session's phase table."""
         counts: dict[str, int] = {}
         failures: dict[str, int] = {}
-        for ctx in self.contexts:
-            for kind, count in ctx.store.counts().items():
+        for entry in worlds.values():
+            for kind, count in entry["counts"].items():
                 counts[kind] = counts.get(kind, 0) + count
-                failures[kind] = failures.get(kind, 0) + ctx.store.failures.get(kind, 0)
-        phases = add_phase_tables(self._previous_phases, self.scheduler.phase_table())
+                failures[kind] = failures.get(kind, 0) + entry["failures"][kind]
+        worlds = {name: {k: v for k, v in entry.items() if k != "failures"} for name, entry in worlds.items()}
+        phases = add_phase_tables(self._previous_phases, phases)
         tokens = sum(m["tokens"] for models in phases.values() for m in models.values())
         seconds = sum(m["seconds"] for models in phases.values() for m in models.values())
         manifest = {
@@ -230,7 +233,7 @@ class Simulation:
             "created": self._created,
             "updated": dt.datetime.now(dt.UTC).isoformat(),
             "package_versions": self._versions,
-            "wall_seconds": round(self._wall_before + now - self._started, 3),
+            "wall_seconds": round(self._wall_before + time.perf_counter() - self._started, 3),
             "rounds_requested": sum(w["rounds_requested"] for w in worlds.values()),
             "rounds_completed": sum(w["rounds_completed"] for w in worlds.values()),
             "counts": counts,
@@ -238,6 +241,72 @@ class Simulation:
             "phases": phases,
             "tokens_generated": tokens,
             "tokens_per_second": round(tokens / seconds, 2) if seconds else 0.0,
+            **extra,
         }
         self.store.write_manifest(manifest)
         return manifest
+
+
+def build_worlds(specs: Sequence[WorldSpec]) -> dict[str, World]:
+    return {spec.name: World(spec.loaded, spec.seed) for spec in specs}
+
+
+def requested_rounds(specs: Sequence[WorldSpec], rounds: int | None) -> dict[str, int]:
+    return {spec.name: rounds or spec.loaded.scenario.rounds for spec in specs}
+
+
+class Simulation:
+    """Every world in this process: one shard, the manifest rewritten after each step that commits."""
+
+    def __init__(
+        self,
+        worlds: Sequence[WorldSpec],
+        out: str | Path,
+        rounds: int | None = None,
+        resume: bool = False,
+        pool: BackendPool | None = None,
+        encoder: Encoder | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.specs = list(worlds)
+        built = build_worlds(self.specs)  # a bad graph is refused before the directory is touched
+        identity = run_identity(self.specs)
+        self.store = RunStore.open(out, identity, resume)
+        self.shard = Shard(self.specs, built, self.store, requested_rounds(self.specs, rounds), pool, encoder)
+        self.shard.on_commit = self._committed
+        self.pool = self.shard.pool
+        self.manifest = RunManifest(self.specs, self.store, identity)
+        self.show_progress = show_progress
+        self._bar: tqdm | None = None
+        self._dirty = False
+        self._write_manifest(status="running")
+
+    def world(self, name: str) -> RunContext:
+        return next(ctx for ctx in self.shard.contexts if ctx.world_id == name)
+
+    def backend(self, ref: ModelRef) -> Backend:
+        return self.shard.backend(ref)
+
+    def _committed(self, step: Step) -> None:
+        self._dirty = True
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def _after_step(self) -> None:
+        if self._dirty:
+            self._write_manifest(status="running")
+            self._dirty = False
+
+    def run(self) -> dict:
+        with tqdm(total=self.shard.steps_left(), disable=not self.show_progress, unit="phase",
+                  dynamic_ncols=True) as bar:
+            self._bar = bar
+            self.shard.run(after_step=self._after_step)
+            self._bar = None
+        return self._write_manifest(status="complete")
+
+    def close(self) -> None:
+        self.shard.close()
+
+    def _write_manifest(self, status: str) -> dict:
+        return self.manifest.write(status, self.shard.worlds(), self.shard.scheduler.phase_table())

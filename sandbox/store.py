@@ -14,14 +14,20 @@ both by rewriting the file atomically (agents.files), so the step reruns and not
 duplicated. Completed steps are never rewritten. This holds for every registered kind with no
 per-kind code: a record says which step made it (``Record.step``).
 
+One process writes a world at a time: a writer holds an exclusive ``flock`` on the world's
+``.lock`` until it finishes, so a resumed run cannot race a worker of the killed one that is
+still dying (the lock goes with the process).
+
 Statistics (counts and failures per kind) are kept as records are appended; the records of a
 world are read once, when it opens.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,6 +42,8 @@ PROGRESS = "progress"
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 WORLDS = "worlds"
+LOCK = ".lock"
+LOCK_WAIT_SECONDS = 30.0
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict], bool]:
@@ -68,11 +76,27 @@ def _append(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
 
 
+def _lock(root: Path):
+    """Hold ``root``'s writer lock, waiting a little for a dying writer to let go."""
+    handle = (root / LOCK).open("a")
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                raise RunError(f"{root}: another process is writing this world; stop it first") from None
+            time.sleep(0.2)
+
+
 class WorldStore:
     """One world's records: replay of done steps, append of new ones, running counts."""
 
     def __init__(self, root: Path, repair: bool) -> None:
         self.root = root
+        self._lock = _lock(root) if repair else None
         markers, torn = _read_jsonl(self._path(PROGRESS))
         if torn and repair:
             write_atomic(self._path(PROGRESS), jsonl(markers))
@@ -93,6 +117,12 @@ class WorldStore:
 
     def _path(self, kind: str) -> Path:
         return self.root / f"{kind}.jsonl"
+
+    def release(self) -> None:
+        """Let another process write this world (a writer calls this when its run ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _parse(self, model: type[Record], kind: str, number: int, row: dict) -> Record:
         try:

@@ -12,7 +12,7 @@ from test_simulation import SCENARIO
 from agents.backends import GenerationRequest
 from agents.backends.hf import HFBackend
 from agents.memory import Encoder
-from sandbox import RunStore, Simulation, plan_worlds, records
+from sandbox import RunError, RunStore, Simulation, plan_worlds, records
 from sandbox.context import replay_or_run
 from sandbox.engine import Generate, NextToken, Scheduler, Score, first_completion
 from sandbox.records import Phase, RoundRecord, Step, register_kind
@@ -114,6 +114,7 @@ def test_a_registered_test_only_kind_resumes_exactly(probe_kind, backend, tmp_pa
     Scheduler().run([probe_protocol(partial, backend, 2)])
     with (partial.root / "probes.jsonl").open("a") as handle:  # a crash: an unmarked record, a torn line
         handle.write(full.splitlines()[2] + "\n" + '{"id": "pro')
+    partial.release()  # the crashed writer's lock goes with it
     resumed = RunStore(tmp_path / "partial").world("w")
     scheduler = Scheduler()
     scheduler.run([probe_protocol(resumed, backend, 3)])
@@ -140,6 +141,9 @@ def test_replicas_share_one_call_per_phase_per_model(tiny_model_dir, tmp_path):
     assert manifest["phases"]["draft"][model]["requests"] == 4 * 4  # four worlds x four agents
     assert set(manifest["worlds"]) == {w.name for w in worlds}
     assert all(w["rounds_completed"] == 1 for w in manifest["worlds"].values())
+    # Each world's memory holds each agent's final answer, in exact (flat) indexes at this size.
+    assert all(w["memory"] == {"items": 4, "index_kinds": {"flat": 4}, "flat_limit": 4096}
+               for w in manifest["worlds"].values())
     # Batching changes nothing but float rounding (padding): a replica run alone makes the same records.
     alone = Simulation([worlds[2]], tmp_path / "alone", rounds=1, encoder=encoder, show_progress=False,
                        pool=sim.pool)
@@ -182,3 +186,16 @@ def test_two_scenarios_in_one_command_share_calls_and_export_together(tiny_model
     assert {row["meta"]["id"].split("/")[0] for row in rows} == {"alpha-r0", "beta-r0"}
     assert main(["inspect", str(out)]) == 0
     assert "backend calls per phase" in capsys.readouterr().out
+
+
+def test_a_world_has_one_writer_at_a_time(tmp_path, monkeypatch):
+    from sandbox import store as store_module
+
+    monkeypatch.setattr(store_module, "LOCK_WAIT_SECONDS", 0.2)
+    run = RunStore.open(tmp_path / "run", {}, resume=False)
+    writer = run.world("w")
+    with pytest.raises(RunError, match="another process is writing this world"):
+        run.world("w")
+    assert run.world("w", repair=False).done == set()  # readers (export, inspect) need no lock
+    writer.release()
+    run.world("w").release()

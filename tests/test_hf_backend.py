@@ -74,6 +74,28 @@ def test_n_samples_are_distinct_and_reproducible_whatever_shares_the_batch(tiny_
     assert next_seed[0].token_ids not in ids
 
 
+def test_nucleus_sampling_keeps_the_top_p_tokens_in_proportion():
+    from agents.backends.hf import sample_nucleus
+
+    probs = torch.tensor([0.05, 0.4, 0.1, 0.3, 0.15])  # top_p 0.7 keeps tokens 1 and 3 (0.4 + 0.3 >= 0.7)
+    draws = 4000
+    logits = probs.log().repeat(draws, 1)
+    generators = [torch.Generator().manual_seed(i) for i in range(draws)]
+    tokens = sample_nucleus(logits, torch.ones(draws), torch.full((draws,), 0.7), generators)
+    counts = torch.bincount(tokens, minlength=5)
+    assert counts[[0, 2, 4]].sum() == 0
+    assert abs(counts[1] / draws - 0.4 / 0.7) < 0.03  # 4 standard errors
+    # top_p 1 samples the whole distribution; temperature 0.5 sharpens it (p^2, renormalised).
+    full = torch.bincount(sample_nucleus(logits, torch.ones(draws), torch.ones(draws), generators), minlength=5)
+    assert (full / draws - probs).abs().max() < 0.03
+    sharp = torch.bincount(sample_nucleus(logits, torch.full((draws,), 0.5), torch.ones(draws), generators), minlength=5)
+    assert (sharp / draws - probs**2 / (probs**2).sum()).abs().max() < 0.03
+    # A row's draw does not depend on its neighbours: row 0 alone draws what it drew among 4000.
+    alone = [sample_nucleus(logits[:1], torch.ones(1), torch.full((1,), 0.7), [torch.Generator().manual_seed(i)])
+             for i in range(20)]
+    assert torch.cat(alone).tolist() == tokens[:20].tolist()
+
+
 def test_greedy_generation_is_independent_of_batch_neighbours(tiny_backend):
     alone = tiny_backend.generate([GenerationRequest(user("fixed prompt"), max_new_tokens=6, temperature=0)])
     with_others = tiny_backend.generate(
@@ -135,6 +157,9 @@ def test_a_prefix_is_continued_from_the_renderers_prompt(tiny_backend):
     assert prompt_ids[: len(plain_ids)] == plain_ids
     start = tiny_backend.tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert prompt_ids.count(start) == plain_ids.count(start)
+    # A phase's prompts tokenized in one call are the same ids as one by one.
+    many = tiny_backend.renderer.prompt_ids_many([(messages, prefix), (messages, ""), (user("other " * 9), "")])
+    assert many == [prompt_ids, plain_ids, tiny_backend.renderer.prompt_ids(user("other " * 9))]
     completion = greedy(tiny_backend, messages, prefix, logprobs=True)
     with torch.no_grad():
         direct = tiny_backend.model.generate(

@@ -76,3 +76,28 @@ def test_load_rejects_a_mismatched_directory(encoder, tmp_path):
     (tmp_path / "memory.jsonl").write_text('{"namespace": "x", "text": "y", "payload": {}}\n')
     with pytest.raises(MemoryFileError, match="index holds"):
         EmbeddingMemory.load(tmp_path, encoder)
+
+
+def test_a_namespace_past_the_flat_limit_switches_to_hnsw_and_finds_the_same_items(encoder, tmp_path):
+    texts = [f"Question number {i} about {topic}" for i, topic in enumerate(
+        ["neighbours", "money", "honesty", "privacy", "work", "family", "school", "health"] * 6)]
+    exact, graph = EmbeddingMemory(encoder), EmbeddingMemory(encoder, flat_limit=16)
+    for memory in (exact, graph):
+        memory.add([MemoryItem("alice", t, {"i": i}) for i, t in enumerate(texts[:10])])  # under the limit
+        memory.add([MemoryItem("alice", t, {"i": i}) for i, t in enumerate(texts[10:], start=10)])
+        memory.add([MemoryItem("bob", texts[0])])
+    assert exact.index_kinds() == {"flat": 2} and graph.index_kinds() == {"flat": 1, "hnsw": 1}
+    queries = [("alice", t) for t in texts[::5]] + [("bob", "neighbours")]
+    assert [[h.item for h in r] for r in graph.search(queries, k=3)] == [[h.item for h in r] for r in exact.search(queries, k=3)]
+    graph.save(tmp_path / "mem")
+    reloaded = EmbeddingMemory.load(tmp_path / "mem", encoder, flat_limit=16)
+    assert reloaded.index_kinds() == graph.index_kinds() and len(reloaded) == len(texts) + 1
+
+
+def test_repeated_texts_are_encoded_once_and_keep_their_rows(encoder):
+    texts = [QUESTIONS[0], QUESTIONS[1], QUESTIONS[0], QUESTIONS[2], QUESTIONS[1]]
+    vectors = encoder.encode(texts)
+    assert vectors.shape == (5, encoder.dim)
+    assert (vectors[0] == vectors[2]).all() and (vectors[1] == vectors[4]).all()
+    alone = encoder.encode([QUESTIONS[2]])
+    assert abs(float(vectors[3] @ alone[0]) - 1.0) < 1e-5

@@ -43,16 +43,49 @@ def load_model_and_tokenizer(
     return model.to(device), tokenizer
 
 
+def sample_nucleus(logits: torch.Tensor, temperatures: torch.Tensor, top_ps: torch.Tensor,
+                   generators: list[torch.Generator | None]) -> torch.Tensor:
+    """One token per row from softmax(logits / T) restricted to the row's top-p nucleus, vectorised.
+
+    No per-row sort: draw by inverse CDF in vocabulary order, then reject a token outside the
+    nucleus (token i is inside when the tokens more probable than i hold less than top_p of the
+    mass, so the top token always is) and draw again. Accepted draws follow the renormalised
+    nucleus distribution exactly; a draw is accepted with probability >= top_p. Each row takes
+    its uniforms from its own generator, so its token does not depend on the rest of the batch.
+    """
+    probs = torch.softmax(logits / temperatures[:, None], dim=-1)
+    cdf = probs.cumsum(-1)
+    chosen = torch.empty(len(probs), dtype=torch.long)
+    pending = torch.arange(len(probs))
+    while len(pending):
+        first = len(pending) == len(probs)  # the first draw of every row: no row copies needed
+        rows_cdf, rows = (cdf, probs) if first else (cdf[pending], probs[pending])
+        uniforms = torch.tensor([float(torch.rand((), dtype=torch.float64, generator=generators[row]))
+                                 for row in pending.tolist()], dtype=torch.float32)
+        draws = torch.searchsorted(rows_cdf, (uniforms * rows_cdf[:, -1])[:, None], right=True).squeeze(-1)
+        draws = draws.clamp_(max=probs.shape[1] - 1)
+        accepted = top_ps[pending] >= 1.0
+        check = (~accepted).nonzero().squeeze(-1)
+        if len(check):  # rows with top_p < 1: is the drawn token inside the nucleus?
+            nucleus = rows if len(check) == len(rows) else rows[check]
+            drawn = nucleus.gather(-1, draws[check, None])
+            accepted[check] = torch.where(nucleus > drawn, nucleus, 0.0).sum(-1) < top_ps[pending[check]]
+        chosen[pending[accepted]] = draws[accepted]
+        pending = pending[~accepted]
+    return chosen
+
+
 class RowSampler(LogitsProcessor):
     """Per-row sampling inside one ``generate`` call.
 
     ``generate`` takes one temperature, top_p and budget per call, which would split a
     simulation phase (agents with different personas sample differently) into many small
-    calls. This processor samples each row itself — its own temperature, top_p, token budget,
-    stop strings and seeded generator — and returns scores that make greedy decoding pick
-    the sampled token. Because each row has its own generator, a seeded request gets the same
-    tokens whatever else shares its batch. Rows that asked for log-probs get, per step, the
-    sampled token's log-prob under the raw model logits it already holds (one log_softmax).
+    calls. This processor samples every row at once (``sample_nucleus``) — each with its own
+    temperature, top_p, token budget, stop strings and seeded generator — and returns scores
+    that make greedy decoding pick the sampled token. Because each row has its own generator,
+    a seeded request gets the same tokens whatever else shares its batch. Rows that asked for
+    log-probs get, per step, the sampled token's log-prob under the raw model logits it
+    already holds (one log_softmax).
     """
 
     def __init__(self, rows: list[tuple[GenerationRequest, int]], prompt_width: int, eos_id: int, decode) -> None:
@@ -64,21 +97,28 @@ class RowSampler(LogitsProcessor):
         for request, sample in rows:
             seed = sample_seed(request.seed, sample)
             self.generators.append(torch.Generator().manual_seed(seed) if seed is not None else None)
+        self.temperatures = torch.tensor([request.temperature for request in self.requests], dtype=torch.float32)
+        self.top_ps = torch.tensor([request.top_p for request in self.requests], dtype=torch.float32)
         self.stopped_by_string: set[int] = set()
         self.logprob_rows = torch.tensor([row for row, request in enumerate(self.requests) if request.logprobs])
         self.logprobs: list[list[float]] = [[] for _ in rows]  # per row, one value per step
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         step = input_ids.shape[1] - self.prompt_width
-        chosen = torch.empty(scores.shape[0], dtype=torch.long)
+        chosen = torch.full((scores.shape[0],), self.eos_id, dtype=torch.long)
         logits = scores.float().cpu()
-        for row, request in enumerate(self.requests):
-            if step >= request.max_new_tokens or (request.stop and self._hit_stop(input_ids[row, self.prompt_width :], row)):
-                chosen[row] = self.eos_id
-            elif request.temperature == 0:
-                chosen[row] = int(logits[row].argmax())
-            else:
-                chosen[row] = self._sample(logits[row], request, self.generators[row])
+        live = [row for row, request in enumerate(self.requests)
+                if step < request.max_new_tokens
+                and not (request.stop and self._hit_stop(input_ids[row, self.prompt_width :], row))]
+        greedy = [row for row in live if self.requests[row].temperature == 0]
+        sampled = [row for row in live if self.requests[row].temperature > 0]
+        if greedy:
+            chosen[greedy] = logits[greedy].argmax(-1)
+        if len(sampled) == len(self.requests):  # every row samples: no row copies
+            chosen = sample_nucleus(logits, self.temperatures, self.top_ps, self.generators)
+        elif sampled:
+            chosen[sampled] = sample_nucleus(logits[sampled], self.temperatures[sampled], self.top_ps[sampled],
+                                             [self.generators[row] for row in sampled])
         if len(self.logprob_rows):
             picked = chosen[self.logprob_rows, None]
             values = torch.log_softmax(logits[self.logprob_rows], dim=-1).gather(-1, picked).squeeze(-1)
@@ -97,15 +137,6 @@ class RowSampler(LogitsProcessor):
             self.stopped_by_string.add(row)
             return True
         return False
-
-    @staticmethod
-    def _sample(logits: torch.Tensor, request: GenerationRequest, generator: torch.Generator | None) -> int:
-        probs = torch.softmax(logits / request.temperature, dim=-1)
-        if request.top_p < 1.0:
-            sorted_probs, order = probs.sort(descending=True)
-            keep = sorted_probs.cumsum(-1) - sorted_probs < request.top_p  # always keeps the top token
-            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-        return int(torch.multinomial(probs, 1, generator=generator))
 
 
 class HFBackend(Backend):
@@ -163,7 +194,7 @@ class HFBackend(Backend):
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         """All requests, whatever their sampling settings, in as few calls as the budget allows."""
         started = time.perf_counter()
-        prompt_ids = [self.renderer.prompt_ids(r.messages, r.prefix) for r in requests]
+        prompt_ids = self.renderer.prompt_ids_many([(r.messages, r.prefix) for r in requests])
         rows = sorted(
             ((i, sample) for i, request in enumerate(requests) for sample in range(request.n)),
             key=lambda row: len(prompt_ids[row[0]]),
@@ -268,17 +299,16 @@ class HFBackend(Backend):
         self, prompts: list[list[Message]], candidates: list[str], prefix: str = ""
     ) -> list[dict[str, float]]:
         candidate_ids = {c: self._first_token_ids(c) for c in candidates}
-        encoded = [(i, self.renderer.prompt_ids(m, prefix)) for i, m in enumerate(prompts)]
+        encoded = list(enumerate(self.renderer.prompt_ids_many([(m, prefix) for m in prompts])))
         found: dict[int, dict[str, float]] = {}
         for chunk in self._chunks(sorted(encoded, key=lambda e: len(e[1])), lambda e: len(e[1])):
             ids, mask = self._left_pad([seq for _, seq in chunk])
             # logits_to_keep=1: the LM head (vocab-sized) runs on the last position only.
             logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
             last = torch.log_softmax(logits.float(), dim=-1)
+            per_candidate = {c: torch.logsumexp(last[:, token_ids], dim=1).tolist() for c, token_ids in candidate_ids.items()}
             for row, (index, _) in enumerate(chunk):
-                found[index] = {
-                    c: torch.logsumexp(last[row, token_ids], dim=0).item() for c, token_ids in candidate_ids.items()
-                }
+                found[index] = {c: values[row] for c, values in per_candidate.items()}
         return [found[i] for i in range(len(prompts))]
 
     def _first_token_ids(self, candidate: str) -> list[int]:
