@@ -64,12 +64,14 @@ class IterationContext:
 @dataclass(frozen=True)
 class IterativeMethod:
     """A self-play method: `method` (registered in align.methods) trains one iteration's data
-    file; `locate`/`load` read the user's input; `make_data` writes iteration t's rows."""
+    file; `locate`/`load` read the user's input and `check(rows, config, path)` (optional) refuses
+    what the method cannot use, before any model loads; `make_data` writes iteration t's rows."""
 
     method: str
     locate: Callable[[str | Path], Path]
     load: Callable[[Path], list]
     make_data: Callable[[IterationContext], list[dict]]
+    check: Callable[[list, TrainConfig, Path], None] | None = None
 
 
 # An evaluator: (model to load, directory to write its report in, config) -> the report's summary.
@@ -100,6 +102,8 @@ def run_iterations(
     method = get_method(spec.method)
     data_file = spec.locate(data)
     rows = spec.load(data_file)
+    if spec.check is not None:
+        spec.check(rows, config, data_file)
     out = Path(out_dir)
     RunDir(out).claim(run_info(method, model, data_file, rows, config), resume)
     done = _completed(out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from align.config import DPOConfig, SFTConfig, SPINConfig, SPOConfig, TrainConfig
+from align.config import DPOConfig, SFTConfig, SPINConfig, SPOConfig, SPPOConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -99,5 +99,22 @@ register_method(
             "prompts JSONL ({prompt, expected?, reference?}), or a run directory (uses RUN/export/prompts.jsonl)"
         ),
         summary=("loss", "reward", "kl", "zero_spread_share"),
+    )
+)
+register_method(
+    Method(
+        name="sppo",
+        config=SPPOConfig,
+        trainer="align.sppo:SPPOTrainer",
+        description=(
+            "SPPO self-play: each iteration samples K replies per prompt from the current model, estimates "
+            "their win probabilities with the judges and fits the next model with the square loss, the "
+            "current model as reference."
+        ),
+        data_help=(
+            "prompts JSONL ({prompt, expected?, reference?}), or a run directory (uses RUN/export/prompts.jsonl)"
+        ),
+        summary=("loss", "rewards/accuracy", "tied"),
+        iterative="align.sppo:SPPO",
     )
 )
