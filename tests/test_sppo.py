@@ -88,7 +88,7 @@ def test_one_sppo_iteration_on_the_tiny_model(tmp_path, tiny_model_dir, capsys):
         {"prompt": "How do I make tea?", "expected": "answer", "reference": "Steep a tea bag in hot water."},
     ])
     out = tmp_path / "out"
-    evaluation = ("--eval-questions", str(heldout), "--eval-max-new-tokens", "4")
+    evaluation = ("--eval-questions", str(heldout), "--eval-max-new-tokens", "4", "--win-rate-judge", tiny_model_dir)
     assert main(sppo_args(prompts, tiny_model_dir, out, "--iterations", "1", *evaluation)) == 0
     iterate = out / "iter-1" / "model"
     assert f"model: {iterate}" in capsys.readouterr().out
@@ -108,7 +108,17 @@ def test_one_sppo_iteration_on_the_tiny_model(tmp_path, tiny_model_dir, capsys):
     assert [row["iteration"] for row in rows] == [0, 1]
     assert rows[1]["train"]["loss"] > 0 and 0 <= rows[1]["train"]["tied"] <= 1
     assert all(row["eval"]["questions"] == 2 for row in rows)  # judge-free on every iterate
-    assert "| 1 | `iter-1/model` | " in (out / "iterations.md").read_text()
+    # The win rate against the start, by a judge that was not the reward (the rewards were verifiable).
+    assert "win_rate" not in rows[0]["eval"]
+    won = rows[1]["eval"]["win_rate"]
+    assert won["judge"] == tiny_model_dir and won["baseline"] == tiny_model_dir and won["n"] == 2
+    assert won["win_rate"] + won["tie_rate"] + won["loss_rate"] == pytest.approx(1.0)
+    report = json.loads((out / "iter-1" / "eval.json").read_text())
+    assert report["pairwise_judge"] == tiny_model_dir and len(report["per_question"]) == 2
+    assert all("pairwise" in row and "baseline" in row for row in report["per_question"])  # both orders read
+    table = (out / "iterations.md").read_text()
+    assert f"judged by `{tiny_model_dir}` (not a reward judge" in table and "| 1 | `iter-1/model` | " in table
+    assert table.splitlines()[-1].count("(n=2)") == 1 and table.splitlines()[-2].count(" - |") >= 1
     (completions,) = HFBackend(str(iterate)).generate([GenerationRequest([{"role": "user", "content": "Hi"}],
                                                                          max_new_tokens=4)])
     assert completions[0].num_tokens >= 1
