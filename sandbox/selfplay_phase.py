@@ -23,6 +23,7 @@ import networkx as nx
 from agents.prompts import OBSERVER_PERSONA
 from sandbox.context import RunContext
 from sandbox.engine import Producer, gather
+from sandbox.judging import verify
 from sandbox.records import Phase, Record
 from sandbox.selfplay import (
     Judge,
@@ -33,7 +34,6 @@ from sandbox.selfplay import (
     record_of,
     selfplay_group,
 )
-from sandbox.judging import verify
 from sandbox.verifiers import JUDGES
 from sandbox.world import Agent
 from scenarios import Question

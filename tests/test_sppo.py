@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from align.errors import DataError
-from socialign.cli import main
-
 from align.losses import sppo_loss, sppo_response_loss
+from socialign.cli import main
 
 POLICY_CHOSEN = [-12.0, -30.5, -7.25, -50.0]
 POLICY_REJECTED = [-14.0, -29.0, -9.5, -41.0]
