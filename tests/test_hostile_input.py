@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from agents.bounded import MAX_DEPTH, BoundedInputError, parse_json_line
 from scenarios import ScenarioError, load_scenario
+from agents.bounded import MAX_DEPTH, BoundedInputError, parse_json_line
 from socialign.cli import main
 
 MINIMAL = """\
