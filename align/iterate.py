@@ -30,6 +30,7 @@ from pathlib import Path
 
 from agents.bounded import BoundedInputError, read_json_file
 from agents.files import write_atomic
+from agents.registry import check_model
 from align.config import IterationSettings, TrainConfig
 from align.errors import DataError
 from align.methods import Method, get_method
@@ -105,6 +106,8 @@ def run_iterations(
     rows = spec.load(data_file)
     if spec.check is not None:
         spec.check(rows, config, data_file)
+    if config.evaluate and config.win_rate_judge:
+        check_model(config.win_rate_judge)  # used after the first training: a typo fails now, not then
     out = Path(out_dir)
     RunDir(out).claim(run_info(method, model, data_file, rows, config), resume)
     done = _completed(out)

@@ -160,6 +160,7 @@ def test_sppo_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, cap
         (("--eta", "0"), "eta must be > 0"),
         (("--lm-judge", "--win-rate-judge", "smollm2-135m-instruct"), "the win-rate judge must not be the reward's"),
         (("--verifiers", "vibes"), "verifiers must be among decline, reference"),
+        (("--win-rate-judge", str(tmp_path / "nowhere")), f"unknown model '{tmp_path / 'nowhere'}'"),
     ]:
         assert main(sppo_args(good, tiny_model_dir, tmp_path / "out", *flags)) == 2
         assert message in capsys.readouterr().err
