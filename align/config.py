@@ -164,7 +164,7 @@ class SFTConfig(TrainConfig):
 class IterationSettings:
     """Iterations: how many, how the current iterate samples its data, how each iterate is evaluated.
 
-    Shared by every iterative method (SPIN; later SPPO, MCTS-DPO)."""
+    Shared by every iterative method (SPIN, SPPO; later MCTS-DPO)."""
 
     iterations: int = field(default=1, metadata={"help": "iterations: sample with the current iterate, train, evaluate"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the iterate's replies"})
@@ -179,6 +179,11 @@ class IterationSettings:
     )
     eval_limit: int | None = field(default=120, metadata={"help": "evaluate on at most this many questions (seeded sample)"})
     eval_max_new_tokens: int = field(default=128, metadata={"help": "token budget of each evaluation answer"})
+    win_rate_judge: str | None = field(
+        default=None,
+        metadata={"help": "also judge each iterate against the starting model with this LM (both orders); "
+                          "slow, and a 135M judge is mostly noise"},
+    )
 
     def iteration_checks(self) -> list[tuple[bool, str]]:
         return [
@@ -210,34 +215,70 @@ class SPINConfig(IterationSettings, TrainConfig):
 
 
 @dataclass
-class SPOConfig(TrainConfig):
-    """SPO (Swamy et al. 2024), online: reward = in-group win rate of K samples, GRPO with a KL term."""
+class JudgeSettings:
+    """The judges of a self-play method's win rates: the verifiable ones vote, the LM judge reads both orders."""
 
-    k: int = field(default=4, metadata={"help": "samples per prompt (a group, never split across processes)"})
-    batch_size: int = field(default=2, metadata={"help": "groups (prompts) per device per step"})
-    beta: float = field(default=0.04, metadata={"help": "KL pull towards the starting model"})
     verifiers: str = field(
         default="decline,reference",
         metadata={"help": "verifiable judges that vote (comma-separated: decline, reference; '' for none)"},
     )
     lm_judge: bool = field(default=False, metadata={"help": "the LM pairwise judge votes too (both orders)"})
     judge_model: str = field(default="smollm2-135m-instruct", metadata={"help": "the LM judge's model"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the K samples"})
-    max_completion_length: int = field(default=64, metadata={"help": "tokens per sample"})
 
     def verifier_names(self) -> list[str]:
         return [name.strip() for name in self.verifiers.split(",") if name.strip()]
 
-    def checks(self) -> list[tuple[bool, str]]:
+    def judge_checks(self) -> list[tuple[bool, str]]:
         known = ("decline", "reference")  # sandbox.verifiers.JUDGES (kept cheap to import)
+        return [
+            (all(n in known for n in self.verifier_names()), f"verifiers must be among {', '.join(known)}"),
+            (bool(self.verifier_names()) or self.lm_judge, "a win rate needs a judge: --verifiers and/or --lm-judge"),
+        ]
+
+
+@dataclass
+class SPOConfig(JudgeSettings, TrainConfig):
+    """SPO (Swamy et al. 2024), online: reward = in-group win rate of K samples, GRPO with a KL term."""
+
+    k: int = field(default=4, metadata={"help": "samples per prompt (a group, never split across processes)"})
+    batch_size: int = field(default=2, metadata={"help": "groups (prompts) per device per step"})
+    beta: float = field(default=0.04, metadata={"help": "KL pull towards the starting model"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the K samples"})
+    max_completion_length: int = field(default=64, metadata={"help": "tokens per sample"})
+
+    def checks(self) -> list[tuple[bool, str]]:
         return [
             (self.k >= 2, "k must be >= 2 (a win rate needs opponents)"),
             (self.beta >= 0, "beta must be >= 0"),
-            (all(n in known for n in self.verifier_names()), f"verifiers must be among {', '.join(known)}"),
-            (bool(self.verifier_names()) or self.lm_judge, "SPO needs a judge: --verifiers and/or --lm-judge"),
+            *self.judge_checks(),
             (self.temperature > 0, "temperature must be > 0"),
             (self.max_completion_length >= 1, "max completion length must be >= 1"),
             (self.lora is None, "LoRA is not supported by --method spo yet"),
+            *super().checks(),
+        ]
+
+
+@dataclass
+class SPPOConfig(JudgeSettings, IterationSettings, TrainConfig):
+    """SPPO (Wu et al. 2024): each iteration regresses the log-ratio to the previous iterate onto
+    eta x (win probability - 1/2) of K samples per prompt, judged by the sandbox's judges."""
+
+    k: int = field(default=4, metadata={"help": "samples per training prompt, all kept (every pair of ranks trained)"})
+    eta: float = field(
+        default=1000.0,
+        metadata={"help": "the paper's eta: target log-ratio eta (P - 1/2); the authors' beta is 1/eta (0.001)"},
+    )
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.k >= 2, "k must be >= 2 (a win probability needs opponents)"),
+            (self.eta > 0, "eta must be > 0"),
+            *self.judge_checks(),
+            (
+                not (self.lm_judge and self.win_rate_judge == self.judge_model),
+                "the win-rate judge must not be the reward's LM judge (--judge-model)",
+            ),
+            *self.iteration_checks(),
             *super().checks(),
         ]
 
@@ -269,6 +310,7 @@ class MCTSDPOConfig(IterationSettings, TrainConfig):
             (self.temperature > 0, "temperature must be > 0 (the search samples k distinct steps)"),
             (self.eval_questions is None,
              "mcts-dpo evaluates exact answers on --eval-scenario's held-out problems, not --eval-questions"),
+            (self.win_rate_judge is None, "mcts-dpo evaluates exact answers; --win-rate-judge is for SPIN and SPPO"),
             *self.iteration_checks(),
             *super().checks(),
         ]

@@ -62,6 +62,7 @@ class PreferenceTrainer(Trainer):
             *lengths.chunk(2),
             batch["weights"],
             self.smoothing[where].to(logps.device),
+            where,
         )
         pairs = torch.tensor(len(indices))
         chosen, rejected = out.chosen_rewards, out.rejected_rewards
@@ -87,8 +88,10 @@ class PreferenceTrainer(Trainer):
         rejected_lengths: torch.Tensor,
         weights: torch.Tensor,
         label_smoothing: torch.Tensor,
+        examples: torch.Tensor,
     ) -> PreferenceLoss:
-        """The configured preference loss; a method with another objective overrides this."""
+        """The configured preference loss; a method with another objective overrides this
+        (``examples``: the batch's example indices, for a method with per-example targets)."""
         logps = (policy_chosen, policy_rejected, ref_chosen, ref_rejected)
         if self.config.loss == "ipo":
             return ipo_loss(*logps, self.config.beta, chosen_lengths, rejected_lengths, weights=weights)

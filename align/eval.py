@@ -36,7 +36,10 @@ class EvalSettings:
     seed: int = 0
     tie_margin: float = 0.05  # |P(A better) - 0.5| below this is a tie
     questions_file: str | None = None  # a bank YAML, JSONL or CSV instead of the scenario's held-out split
-    judge: bool = True  # False: judge-free measures only (no observer scores, no pairwise)
+    judge: bool = True  # False: judge-free measures only (no observer scores; pairwise only with pairwise_judge)
+    # With a baseline: the model that compares the two answers (both orders), instead of the
+    # observers' model; with judge=False the pairwise comparison is then the only judged part.
+    pairwise_judge: str | None = None
 
 
 def loadable_model(name: str) -> str:
@@ -77,6 +80,8 @@ def evaluate(
     backends = {role: pool.get("hf", loadable_model(name)) for role, name in models.items()}
     observers = loaded.scenario.observers
     judge = pool.get(observers.model.backend, observers.model.name, **observers.model.options) if settings.judge else None
+    pairwise_name = settings.pairwise_judge or (observers.model.name if judge else None)
+    pairwise_judge = pool.get("hf", settings.pairwise_judge) if settings.pairwise_judge else judge
     similarity = ReferenceSimilarity(Encoder(loaded.scenario.memory.embedder))
     answers = {role: _answers(backend, questions, settings) for role, backend in backends.items()}
 
@@ -88,22 +93,27 @@ def evaluate(
         "source": settings.questions_file or f"held-out questions of {loaded.scenario.name}",
         "questions": len(questions),
         "judge": observers.model.name if judge else None,
+        "pairwise_judge": pairwise_name if baseline else None,
         "settings": settings.__dict__,
         "judge_free": judge_free.summarize(questions, measured, loaded.scenario.memory.embedder),
     }
+    persona = (observers.personas or [prompts.OBSERVER_PERSONA])[0]
+    comparison = []
+    if baseline and pairwise_judge is not None:
+        items = [(q.text, a, b) for q, a, b in zip(questions, answers["model"], answers["baseline"])]
+        comparison = [PairwiseJudge(pairwise_judge, PAIRWISE_CRITERION, persona).compare(items)]
     if judge is None:
+        if comparison:
+            (preferences,) = Scheduler().run(comparison)
+            report["pairwise"] = _pairwise(preferences, settings, per_question)
         return {**report, "per_question": per_question}
 
     # Both models' observer scores and the pairwise judgments share the judge's batched calls.
     panel = ObserverPanel(observers, judge)
-    persona = (observers.personas or [prompts.OBSERVER_PERSONA])[0]
     producers = [
         panel.score([(q.text, a) for q, a in zip(questions, texts)], [q.id for q in questions], settings.seed)
         for texts in answers.values()
-    ]
-    if baseline:
-        items = [(q.text, a, b) for q, a, b in zip(questions, answers["model"], answers["baseline"])]
-        producers.append(PairwiseJudge(judge, PAIRWISE_CRITERION, persona).compare(items))
+    ] + comparison
     judged = Scheduler().run(producers)
     summary = {}
     for (role, texts), scored in zip(answers.items(), judged):
@@ -160,10 +170,12 @@ def _pairwise(preferences: list[Preference | None], settings: EvalSettings, rows
 
 
 def markdown_table(report: dict) -> str:
-    judged = f"judge: `{report['judge']}`; mean score ± 95% CI" if report["judge"] else "no LM judge"
+    judged = (f"judge: `{report['judge']}`; mean score ± 95% CI" if report["judge"]
+              else "no LM judge" if "pairwise" not in report else "no observer scores")
     lines = [f"Evaluation on {report['questions']} questions: {report['source']} ({judged})"]
     if "summary" in report:
         lines += _judged_lines(report)
+    lines += _pairwise_lines(report)
     return "\n".join(lines + judge_free.markdown_lines(report["judge_free"])) + "\n"
 
 
@@ -180,19 +192,23 @@ def _judged_lines(report: dict) -> list[str]:
     if "difference" in report:
         cells = [_mean_cell(report["difference"][dimension], signed=True) for dimension in dimensions]
         lines.append("| difference, paired by question | " + " | ".join(cells) + " |")
-    pairwise = report.get("pairwise")
-    if pairwise and pairwise["n"]:
-        better = pairwise["p_model_better"]
-        lines += [
-            "",
-            "| pairwise (both orders) | win | tie | loss | P(model better) |",
-            "|---|---|---|---|---|",
-            (
-                f"| model vs baseline, n={pairwise['n']} | {pairwise['win_rate']:.0%} | {pairwise['tie_rate']:.0%} | "
-                f"{pairwise['loss_rate']:.0%} | {better['mean']:.3f} ± {better['ci95']:.3f} |"
-            ),
-        ]
     return lines
+
+
+def _pairwise_lines(report: dict) -> list[str]:
+    pairwise = report.get("pairwise")
+    if not pairwise or not pairwise["n"]:
+        return []
+    better = pairwise["p_model_better"]
+    return [
+        "",
+        f"| pairwise (both orders; judge `{report.get('pairwise_judge')}`) | win | tie | loss | P(model better) |",
+        "|---|---|---|---|---|",
+        (
+            f"| model vs baseline, n={pairwise['n']} | {pairwise['win_rate']:.0%} | {pairwise['tie_rate']:.0%} | "
+            f"{pairwise['loss_rate']:.0%} | {better['mean']:.3f} ± {better['ci95']:.3f} |"
+        ),
+    ]
 
 
 def _mean_cell(stats: dict, signed: bool = False) -> str:

@@ -61,8 +61,9 @@ def _base_outcomes(directory: Path) -> dict[str, bool] | None:
         raise DataError(f"{path}: not an exact-answer evaluation ({error})") from None
 
 
-def exact_answer_evaluator(model: str, directory: Path, config: IterationSettings) -> dict:
-    """An align.iterate evaluator: accuracy (and vs the base) into directory/eval.json."""
+def exact_answer_evaluator(model: str, directory: Path, config: IterationSettings, baseline: str | None = None) -> dict:
+    """An align.iterate evaluator: accuracy (and vs the base, iteration 0's answers) into
+    directory/eval.json; ``baseline`` is unused (MCTS-DPO refuses --win-rate-judge)."""
     problems = heldout_problems(config.eval_scenario, config.eval_limit)
     rows = answer_accuracy(model, problems, config.eval_max_new_tokens)
     outcomes = [row["correct"] for row in rows]

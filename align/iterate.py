@@ -32,6 +32,7 @@ from typing import Literal
 
 from agents.bounded import BoundedInputError, read_json_file
 from agents.files import write_atomic
+from agents.registry import check_model
 from align.config import IterationSettings, TrainConfig
 from align.errors import DataError
 from align.methods import Method, get_method
@@ -64,8 +65,9 @@ class IterationContext:
         return self._backend
 
 
-# An evaluator: (model to load, directory to write its report in, config) -> the report's summary.
-Evaluator = Callable[[str, Path, IterationSettings], dict]
+# An evaluator: (model to load, directory to write its report in, config, the starting model to
+# compare it with or None) -> the report's summary.
+Evaluator = Callable[[str, Path, IterationSettings, str | None], dict]
 # (metric in the summary, column title, shown as a percentage): the iterations table's columns.
 TableMetric = tuple[str, str, bool]
 
@@ -73,7 +75,8 @@ TableMetric = tuple[str, str, bool]
 @dataclass(frozen=True)
 class IterativeMethod:
     """A self-play method: `method` (registered in align.methods) trains one iteration's data
-    file; `locate`/`load` read the user's input; `make_data` writes iteration t's rows.
+    file; `locate`/`load` read the user's input and `check(rows, config, path)` (optional) refuses
+    what the method cannot use, before any model loads; `make_data` writes iteration t's rows.
     `reference`: the frozen reference of iteration t, iterate t-1 or the initial model (then
     the config's `reference_model` is set to it); `evaluator` and `table` say how each iterate
     is evaluated and which of its metrics the iterations table shows."""
@@ -82,6 +85,7 @@ class IterativeMethod:
     locate: Callable[[str | Path], Path]
     load: Callable[[Path], list]
     make_data: Callable[[IterationContext], list[dict]]
+    check: Callable[[list, TrainConfig, Path], None] | None = None
     reference: Literal["previous", "initial"] = "previous"
     evaluator: Evaluator | None = None
     table: tuple[TableMetric, ...] | None = None
@@ -111,27 +115,31 @@ def run_iterations(
     method = get_method(spec.method)
     data_file = spec.locate(data)
     rows = spec.load(data_file)
+    if spec.check is not None:
+        spec.check(rows, config, data_file)
+    if config.evaluate and config.win_rate_judge:
+        check_model(config.win_rate_judge)  # used after the first training: a typo fails now, not then
     out = Path(out_dir)
     RunDir(out).claim(run_info(method, model, data_file, rows, config), resume)
     done = _completed(out)
-    evaluator = (evaluator or spec.evaluator or judge_free_evaluator) if config.evaluate else None
+    evaluator = (evaluator or spec.evaluator or evaluate_iterate) if config.evaluate else None
     table = spec.table or TABLE_METRICS
     if 0 not in done and evaluator is not None:
-        done[0] = _finish(out, 0, model, evaluator, config, train_summary=None)
+        done[0] = _finish(out, 0, model, evaluator, config, train_summary=None, start=model)
     for t in range(1, config.iterations + 1):
         if t in done:
             continue
         current = str(out / done[t - 1]["model"]) if t > 1 else model
         # From iteration 2 on, an initial-model reference differs from the iterate that trains.
         trained = replace(config, reference_model=model) if spec.reference == "initial" and t > 1 else config
-        done[t] = _iteration(spec, method, out, t, current, data_file, rows, trained, evaluator, train)
+        done[t] = _iteration(spec, method, out, t, current, model, data_file, rows, trained, evaluator, train)
         _write_tables(out, done, method, table)
     _write_tables(out, done, method, table)
     return IterationsResult(out, out / done[config.iterations]["model"], [done[t] for t in sorted(done)])
 
 
-def _iteration(spec, method: Method, out: Path, t: int, current: str, source: Path, rows, config, evaluator,
-               train) -> dict:
+def _iteration(spec, method: Method, out: Path, t: int, current: str, start: str, source: Path, rows, config,
+               evaluator, train) -> dict:
     directory = out / f"iter-{t}"
     directory.mkdir(exist_ok=True)
     data_file = directory / "data.jsonl"
@@ -148,15 +156,18 @@ def _iteration(spec, method: Method, out: Path, t: int, current: str, source: Pa
     result = train(method, data_file, current, model_dir, config, resume=resuming)
     last = result.history[-1] if result.history else {}
     summary = {key: last.get(key) for key in method.summary}
-    return _finish(out, t, str(result.model_dir.relative_to(out)), evaluator, config, train_summary=summary)
+    return _finish(out, t, str(result.model_dir.relative_to(out)), evaluator, config, train_summary=summary,
+                   start=start)
 
 
-def _finish(out: Path, t: int, model: str, evaluator, config, train_summary: dict | None) -> dict:
-    """Evaluate iterate t and mark the iteration complete (done.json is the last file written).
-    An iterate's `model` is relative to OUT, so a moved run directory still resumes."""
+def _finish(out: Path, t: int, model: str, evaluator, config, train_summary: dict | None, start: str) -> dict:
+    """Evaluate iterate t (against the starting model `start` when a win-rate judge is set) and
+    mark the iteration complete (done.json is the last file written). An iterate's `model` is
+    relative to OUT, so a moved run directory still resumes."""
     directory = out / f"iter-{t}"
     directory.mkdir(exist_ok=True)
-    metrics = evaluator(str(out / model) if t else model, directory, config) if evaluator is not None else None
+    baseline = start if t and config.win_rate_judge else None
+    metrics = evaluator(str(out / model) if t else model, directory, config, baseline) if evaluator else None
     row = {"iteration": t, "model": model, "eval": metrics, "train": train_summary}
     write_atomic(directory / "done.json", json.dumps(row, indent=2) + "\n")
     return row
@@ -193,10 +204,12 @@ def _read_done(path: Path, t: int) -> dict:
 # -- evaluation ----------------------------------------------------------------------------------
 
 
-def judge_free_evaluator(model: str, directory: Path, config: IterationSettings) -> dict:
+def evaluate_iterate(model: str, directory: Path, config: IterationSettings, baseline: str | None) -> dict:
     """The judge-free evaluation (align.eval: decline rate, over-decline, similarity to the
     reference, each with its 95% interval) on the scenario's held-out questions or the given
-    question file; the full report goes to directory/eval.json and eval.md."""
+    question file; with a `baseline` (the starting model), also the win rate against it by
+    `config.win_rate_judge`, both orders, position bias removed. The full report goes to
+    directory/eval.json and eval.md."""
     from align.eval import EvalSettings, evaluate, write_report
     from scenarios import load_scenario
 
@@ -206,11 +219,18 @@ def judge_free_evaluator(model: str, directory: Path, config: IterationSettings)
         seed=config.seed,
         questions_file=config.eval_questions,
         judge=False,
+        pairwise_judge=config.win_rate_judge if baseline else None,
     )
-    report = evaluate(load_scenario(config.eval_scenario), model, settings=settings)
+    report = evaluate(load_scenario(config.eval_scenario), model, baseline, settings=settings)
     write_report(report, directory)
     metrics = report["judge_free"]["metrics"]
-    return {"questions": report["questions"], "metrics": {name: entry["model"] for name, entry in metrics.items()}}
+    summary = {"questions": report["questions"], "metrics": {name: entry["model"] for name, entry in metrics.items()}}
+    if "pairwise" in report:
+        pairwise = report["pairwise"]
+        summary["win_rate"] = {"judge": report["pairwise_judge"], "baseline": baseline,
+                               **{key: pairwise[key] for key in ("n", "win_rate", "tie_rate", "loss_rate",
+                                                                 "p_model_better", "judge_first_slot_rate")}}
+    return summary
 
 
 # -- the per-iteration table ---------------------------------------------------------------------
@@ -228,7 +248,9 @@ def _write_tables(out: Path, done: dict[int, dict], method: Method, table: tuple
 
 def markdown_table(rows: list[dict], train_metrics: tuple[str, ...],
                    table: tuple[TableMetric, ...] = TABLE_METRICS) -> str:
-    header = ["iteration", "model", *(label for _, label, _ in table), *train_metrics]
+    judges = sorted({row["eval"]["win_rate"]["judge"] for row in rows if (row["eval"] or {}).get("win_rate")})
+    header = ["iteration", "model", *(label for _, label, _ in table),
+              *(["win / tie vs start, P(better)"] if judges else []), *train_metrics]
     evaluated = [row["eval"]["questions"] for row in rows if row["eval"]]
     title = (
         f"Each iterate on {evaluated[0]} held-out questions (judge-free, 95% intervals); "
@@ -236,14 +258,27 @@ def markdown_table(rows: list[dict], train_metrics: tuple[str, ...],
         if evaluated
         else "Not evaluated (--no-evaluate); training metrics of each iteration's last step."
     )
+    if judges:
+        title += (f" Win rate against the starting model judged by `{', '.join(judges)}` (not a reward judge; "
+                  "both orders, position bias removed; P(better) ± 95% CI; its first-slot rate in brackets).")
     lines = [title, "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in rows:
         metrics = (row["eval"] or {}).get("metrics", {})
         cells = [str(row["iteration"]), f"`{row['model']}`"]
         cells += [_interval(metrics.get(name), percent) for name, _, percent in table]
+        if judges:
+            cells.append(_win_rate((row["eval"] or {}).get("win_rate")))
         cells += [_number((row["train"] or {}).get(name)) for name in train_metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _win_rate(entry: dict | None) -> str:
+    if not entry or not entry["n"]:
+        return "-"
+    better = entry["p_model_better"]
+    return (f"{entry['win_rate']:.0%} / {entry['tie_rate']:.0%}, {better['mean']:.2f} ± {better['ci95']:.2f} "
+            f"(n={entry['n']}) [{entry['judge_first_slot_rate']:.2f}]")
 
 
 def _interval(stats: dict | None, percent: bool) -> str:

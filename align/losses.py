@@ -1,4 +1,4 @@
-"""Preference losses as pure functions of sequence log-probs, so every trainer (DPO, SPIN, SPO,
+"""Preference losses as pure functions of sequence log-probs, so every trainer (DPO, SPIN, SPPO,
 MCTS-DPO) shares them and tests can check them against the published formulas.
 
 Each returns per-pair losses (already multiplied by the per-pair weights) and the implicit
@@ -97,6 +97,54 @@ def spin_loss(
     else:
         raise ValueError(f"unknown SPIN loss {loss!r} (expected sigmoid or hinge)")
     return _weighted(losses, weights, beta, real_logratios, generated_logratios)
+
+
+def sppo_response_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, win_probs: torch.Tensor,
+                       eta: float) -> torch.Tensor:
+    """SPPO (Wu et al. 2024, "Self-Play Preference Optimization", Algorithm 1) per response:
+
+        loss(y) = ( log pi_theta(y|x) / pi_t(y|x)  -  eta * (P(y beats pi_t | x) - 1/2) )^2
+
+    a regression of the log-ratio against the previous iterate pi_t onto the centred win
+    probability (with the paper's approximation log Z_{pi_t}(x) ~ eta/2). The reference is the
+    previous iterate, not the initial model.
+    """
+    return (policy_logps - ref_logps - eta * (win_probs - 0.5)) ** 2
+
+
+def sppo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_win_probs: torch.Tensor,
+    rejected_win_probs: torch.Tensor,
+    eta: float,
+    weights: torch.Tensor | None = None,
+) -> PreferenceLoss:
+    """SPPO on (chosen, rejected) pairs, the authors' form (uclaml/SPPO ``loss_type="sppo"``):
+
+        loss = ( loss(y_w) + loss(y_l) ) / 2,   loss(y) = sppo_response_loss(y) with that y's own P
+
+    i.e. the paper's loss averaged over the pair's two responses (align.sppo pairs a group's
+    K samples best with worst, second with second-worst, ..., so every sample is learned
+    once). Why this form: each response is regressed onto its OWN estimated
+    win probability, exactly as the paper's objective; the authors' other variant
+    ("sppo_single") instead gives the rejected response -(P(y_w beats y_l) - 1/2), a
+    pairwise probability in place of P(y beats pi_t), which is not the paper's objective.
+    The authors estimate P as the mean over all K samples including the response itself (a
+    1/2 tie); ours is the mean over the other K-1 (sandbox.selfplay.win_rates), an unbiased
+    estimate from independent samples. Their ``beta`` is our 1/eta.
+
+    Implicit rewards are logratio / eta: the policy's current estimate of P - 1/2.
+    """
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    losses = (
+        sppo_response_loss(policy_chosen_logps, ref_chosen_logps, chosen_win_probs, eta)
+        + sppo_response_loss(policy_rejected_logps, ref_rejected_logps, rejected_win_probs, eta)
+    ) / 2
+    return _weighted(losses, weights, 1 / eta, chosen_logratios, rejected_logratios)
 
 
 def _weighted(losses, weights, beta, chosen_logratios, rejected_logratios) -> PreferenceLoss:

@@ -117,7 +117,7 @@ class MCTSDPOTrainer(PreferenceTrainer):
         return tokenize_steps(rows, tokenizer, config.max_length)
 
     def loss(self, policy_chosen, policy_rejected, ref_chosen, ref_rejected, chosen_lengths, rejected_lengths,
-             weights, label_smoothing) -> PreferenceLoss:
+             weights, label_smoothing, examples=None) -> PreferenceLoss:
         return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, self.config.beta,
                         weights=weights, label_smoothing=label_smoothing)
 

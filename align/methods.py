@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from align.config import DPOConfig, MCTSDPOConfig, SFTConfig, SPINConfig, SPOConfig, TrainConfig
+from align.config import DPOConfig, MCTSDPOConfig, SFTConfig, SPINConfig, SPOConfig, SPPOConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -122,5 +122,22 @@ register_method(
         iterative="align.mcts_dpo:MCTS_DPO",
         default_data="arithmetic",
         trains_exports=True,
+    )
+)
+register_method(
+    Method(
+        name="sppo",
+        config=SPPOConfig,
+        trainer="align.sppo:SPPOTrainer",
+        description=(
+            "SPPO self-play: each iteration samples K replies per prompt from the current model, estimates "
+            "their win probabilities with the judges and fits the next model with the square loss, the "
+            "current model as reference."
+        ),
+        data_help=(
+            "prompts JSONL ({prompt, expected?, reference?}), or a run directory (uses RUN/export/prompts.jsonl)"
+        ),
+        summary=("loss", "rewards/accuracy", "tied"),
+        iterative="align.sppo:SPPO",
     )
 )

@@ -29,7 +29,7 @@ from agents.backends import Backend
 from agents.backends.hf import HFBackend
 from agents.files import write_atomic
 from agents.prompts import pairwise_messages
-from align.config import SPOConfig
+from align.config import JudgeSettings, SPOConfig
 from align.data import PromptRow, load_prompts, locate_prompts
 from align.errors import DataError
 from align.processes import cpu_process_group
@@ -132,6 +132,13 @@ def spo_reward(judges: PairwiseJudgeFn | Sequence[PairwiseJudgeFn], group_size: 
     return SPOReward(list(judges) if isinstance(judges, Sequence) else [judges], group_size, scorers)
 
 
+def configured_judges(config: JudgeSettings) -> tuple[list[PairwiseJudgeFn], list[Callable]]:
+    """The judges a config names: the LM pairwise judge (if on) and one TRL-signature scorer per
+    verifiable judge (each its own VerifiableJudges, so only the similarity one embeds)."""
+    pairwise = [backend_judge(HFBackend(config.judge_model))] if config.lm_judge else []
+    return pairwise, [reward_function(VerifiableJudges({name: 1.0}), name) for name in config.verifier_names()]
+
+
 @dataclass(frozen=True)
 class SPOResult:
     log_history: list[dict]  # TRL's per-step logs (loss, reward, kl, frac_reward_zero_std, ...)
@@ -228,17 +235,11 @@ class SPOTrainer:
         self.model, self.tokenizer, self.examples, self.config, self.run_dir = model, tokenizer, examples, config, run_dir
         self.callbacks = list(callbacks)
 
-    def judges(self) -> tuple[list[PairwiseJudgeFn], list[Callable]]:
-        names = self.config.verifier_names()
-        pairwise = [backend_judge(HFBackend(self.config.judge_model))] if self.config.lm_judge else []
-        verifiable = VerifiableJudges({name: 1.0 for name in names}) if names else None
-        return pairwise, [reward_function(verifiable, name) for name in names]
-
     def train(self, resume: bool = False) -> TrainResult:
         if resume:
             raise DataError(f"{self.run_dir.path}: --resume is not supported by --method spo yet; start a new run")
         config = self.config
-        pairwise, scorers = self.judges()
+        pairwise, scorers = configured_judges(config)
         result = train_spo(
             self.model, self.examples, str(self.run_dir.path), pairwise, k=config.k, groups_per_device=config.batch_size,
             beta=config.beta, max_steps=config.max_steps or -1, max_completion_length=config.max_completion_length,

@@ -11,7 +11,8 @@ The pure core (numpy, the formula in each docstring):
 and the producer ``selfplay_group``: one ``Generate`` with n=K, then every comparison (all
 pairs of samples, and each sample against the neighbours' answers) by every LM judge in both
 orders, all in one step, so the scheduler batches every group of every agent into one call
-per judge model. Verifiable judges (no model) score the samples too.
+per judge model. Verifiable judges (no model but the embedder) score the samples in the same
+step, so the phase's embeddings are one encoder call.
 
 Win rates are in-group (against the other K-1 samples): that is P(y beats pi_t) for SPO and
 SPPO. Matches against neighbours' answers are kept apart; they rate the agents on the graph.
@@ -171,12 +172,10 @@ class Judge:
         return PairwiseJudge(self.backend, self.criterion, self.persona)
 
 
-@dataclass(frozen=True)
-class Verifier:
-    """A judge that needs no model: ``score(question, answers)`` gives a number (or None) each."""
-
-    name: str
-    score: Callable[[str, list[str]], list[float | None]]
+# Judges that need no model (sandbox.verifiers): all answers of a group -> judge name -> a score
+# (or None) per answer, as a producer, so their embeddings are an ``Embed`` op in the judging step
+# and every group of the phase shares one encoder pass.
+VerifyFn = Callable[[list[str]], Producer[dict[str, list[float | None]]]]
 
 
 @dataclass(frozen=True)
@@ -217,7 +216,7 @@ def selfplay_group(
     k: int,
     backend: Backend,
     judges: Sequence[Judge],
-    verifiers: Sequence[Verifier] = (),
+    verify: VerifyFn | None = None,
     opponents: Sequence[Opponent] = (),
     seed: int = 0,
     group_id: str = "",
@@ -226,8 +225,9 @@ def selfplay_group(
     """K samples of ``agent``'s answer, compared by every judge; two steps.
 
     Step 1: one Generate with n=K (all K kept). Step 2: for each LM judge, every pair of
-    samples and every (sample, neighbour's answer) in both orders. Verifiable judges score
-    samples and neighbours' answers in between (no model call); equal scores are ties.
+    samples and every (sample, neighbour's answer) in both orders; in the same step ``verify``
+    scores the samples and neighbours' answers (its embeddings, if any, one Embed op); a
+    verifier's higher score wins, equal scores are ties.
     The request's seed is derive_seed(seed, "selfplay", group_id, agent).
     """
     request = GenerationRequest(
@@ -242,7 +242,9 @@ def selfplay_group(
     second = np.concatenate([second, np.tile(np.arange(k, len(answers)), k)]).astype(int)
 
     items = [(question, answers[a], answers[b]) for a, b in zip(first, second)]
-    judged = yield from gather([judge.pairwise().compare(items) for judge in judges])
+    verifying = [verify(answers)] if verify is not None else []
+    judged = yield from gather([judge.pairwise().compare(items) for judge in judges] + verifying)
+    verified = judged.pop() if verifying else {}
     panels: dict[str, list[Sequence[Preference | None]]] = {}
     for judge, preferences in zip(judges, judged):
         panels.setdefault(judge.name, []).append(preferences)
@@ -254,9 +256,9 @@ def selfplay_group(
         repeat = len(members)
         outcomes[name] = (np.tile(first, repeat), np.tile(second, repeat), debias(forward, backward)[0])
         biases[name] = position_bias(forward, backward)
-    for verifier in verifiers:
-        scores = np.array([math.nan if s is None else s for s in verifier.score(question, answers)], dtype=float)
-        outcomes[verifier.name] = (first, second, (np.sign(scores[first] - scores[second]) + 1) / 2)
+    for name, values in verified.items():
+        scores = np.array([math.nan if s is None else s for s in values], dtype=float)
+        outcomes[name] = (first, second, (np.sign(scores[first] - scores[second]) + 1) / 2)
 
     def joined(index: int) -> np.ndarray:
         return np.concatenate([o[index] for o in outcomes.values()]) if outcomes else np.empty(0, dtype=int)

@@ -6,7 +6,8 @@ observer persona, and/or the agent's graph neighbours with their own models and 
 compare every pair of samples and every sample against the round's final answers of the
 nearest other agents that answered the same question; verifiable judges (decline,
 reference similarity: sandbox.verifiers) vote too. Every group of every agent of every world
-is one producer, so the scheduler makes one generate call and one judge call per model.
+is one producer, so the scheduler makes one generate call and one judge call per model, and
+one encoder call for every embedding the verifiers need.
 
 Records (registered kinds, so resume needs nothing here): one ``selfplay`` record per agent
 and one ``selfplay_ratings`` record per round with the agents' Bradley-Terry ratings.
@@ -22,18 +23,18 @@ import networkx as nx
 from agents.prompts import OBSERVER_PERSONA
 from sandbox.context import RunContext
 from sandbox.engine import Producer, gather
+from sandbox.judging import verify
 from sandbox.records import Phase, Record
 from sandbox.selfplay import (
     Judge,
     Opponent,
     RatingsRecord,
     SelfPlayAgent,
-    Verifier,
     graph_ratings,
     record_of,
     selfplay_group,
 )
-from sandbox.verifiers import VerifiableJudges
+from sandbox.verifiers import JUDGES
 from sandbox.world import Agent
 from scenarios import Question
 
@@ -48,20 +49,16 @@ def _nearest_answering(ctx: RunContext, agent: Agent, answered: Sequence[Agent],
 
 
 class _Verifiers:
-    """The verifiable judges of one question as self-play Verifiers, each answer set judged once."""
+    """One group's verifiable judges (sandbox.verifiers) as a self-play ``verify`` producer: its
+    embeddings are one Embed op, so the scheduler embeds every group of the phase in one call.
+    Keeps the judgements: each sample's veto goes into the record."""
 
-    def __init__(self, judges: VerifiableJudges, question: Question) -> None:
-        self.judges, self.question, self._judged = judges, question, {}
+    def __init__(self, question: Question, encoder) -> None:
+        self.question, self.encoder, self.judgements = question, encoder, []
 
-    def judged(self, answers: Sequence[str]):
-        key = tuple(answers)
-        if key not in self._judged:
-            self._judged[key] = self.judges.judge_questions([self.question] * len(answers), list(answers))
-        return self._judged[key]
-
-    def verifiers(self) -> list[Verifier]:
-        return [Verifier(name, lambda _q, answers, name=name: [j.scores[name] for j in self.judged(answers)])
-                for name in self.judges.weights]
+    def __call__(self, answers: list[str]) -> Producer[dict[str, list[float | None]]]:
+        self.judgements = yield from verify([self.question] * len(answers), answers, self.encoder)
+        return {name: [j.scores.get(name) for j in self.judgements] for name in JUDGES}
 
 
 def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, finals: Mapping[str, str]) -> Producer[list[Record]]:
@@ -70,11 +67,10 @@ def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, fina
     config = ctx.scenario.selfplay
     observers = ctx.scenario.observers
     questions = {q.id: q for q in ctx.loaded.train_questions}
-    judges = VerifiableJudges(encoder=ctx.memory.encoder) if config.verifiers else None
     by_question: dict[str, list[Agent]] = {}
     for a in assignments:
         by_question.setdefault(a.question_id, []).append(a.agent)
-    producers, panels, met = [], [], []
+    producers, panels = [], []
     for a in assignments:
         agent = a.agent
         lm_judges = []
@@ -88,12 +84,11 @@ def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, fina
                           for p in ctx.world.peers(agent, config.neighbour_judges, rng)]
         opponents = [Opponent(o.id, finals[o.id]) for o in
                      _nearest_answering(ctx, agent, by_question[a.question_id], config.opponents) if o.id in finals]
-        panel = _Verifiers(judges, questions[a.question_id]) if judges else None
+        panel = _Verifiers(questions[a.question_id], ctx.memory.encoder) if config.verifiers else None
         panels.append(panel)
-        met.append([o.answer for o in opponents])
         producers.append(selfplay_group(
             a.question, SelfPlayAgent(agent.id, agent.persona, agent.sampling.temperature, agent.sampling.top_p),
-            config.k, ctx.backend(agent.model), lm_judges, panel.verifiers() if panel else (), opponents,
+            config.k, ctx.backend(agent.model), lm_judges, panel, opponents,
             seed=ctx.seed, group_id=f"{round_index}/{a.question_id}",
             max_new_tokens=config.max_new_tokens or agent.sampling.max_new_tokens,
         ))
@@ -102,11 +97,10 @@ def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, fina
     records: list[Record] = [
         record_of(group, ctx.record_id(round_index, a.agent.id, a.question_id, "selfplay"), round_index, phase,
                   a.agent.group, a.question_id,
-                  # the verifiers judged the samples with the opponents' answers: reuse that, cut to the K
-                  appropriate=[j.appropriate for j in panel.judged(group.samples + answers)][: len(group.samples)]
-                  if panel else None,
+                  # the verifiers judged the samples, then the opponents' answers: the first K are the samples
+                  appropriate=[j.appropriate for j in panel.judgements][: len(group.samples)] if panel else None,
                   expected=questions[a.question_id].expected, reference=questions[a.question_id].reference)
-        for a, group, panel, answers in zip(assignments, groups, panels, met)
+        for a, group, panel in zip(assignments, groups, panels)
     ]
     ratings = graph_ratings(groups)
     records.append(RatingsRecord(id=ctx.record_id(round_index, "selfplay-ratings"), round=round_index, phase=phase,

@@ -281,6 +281,10 @@ class Simulation:
         self._dirty = False
         self._write_manifest(status="running")
 
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.shard.scheduler
+
     def world(self, name: str) -> RunContext:
         return next(ctx for ctx in self.shard.contexts if ctx.world_id == name)
 

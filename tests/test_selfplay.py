@@ -11,12 +11,11 @@ import pytest
 
 from agents.backends.hf import HFBackend
 from agents.prompts import pairwise_messages
-from sandbox.engine import Scheduler
+from sandbox.engine import Scheduler, immediate
 from sandbox.selfplay import (
     Judge,
     Opponent,
     SelfPlayAgent,
-    Verifier,
     best_and_worst,
     bradley_terry,
     debias,
@@ -119,8 +118,13 @@ def backend(tiny_model_dir):
     return CountingBackend(tiny_model_dir)
 
 
-def word_count(question: str, answers: list[str]) -> list[float]:
+def word_count(answers: list[str]) -> list[float]:
     return [float(len(a.split())) for a in answers]
+
+
+def words_verifier(answers: list[str]):
+    """A verifier needing no model: more words wins (a producer that asks nothing)."""
+    return immediate({"words": word_count(answers)})
 
 
 AGENTS = [SelfPlayAgent("alice", "You are kind."), SelfPlayAgent("bob", "You are blunt."),
@@ -132,7 +136,7 @@ def test_selfplay_groups_of_all_agents_share_one_call_per_step(backend):
     k, judge = 4, Judge("observer", backend)
     opponents = {"alice": [Opponent("bob", "No, it is private.")], "bob": [], "carol": []}
     producers = [
-        selfplay_group(QUESTION, agent, k, backend, [judge], [Verifier("words", word_count)],
+        selfplay_group(QUESTION, agent, k, backend, [judge], words_verifier,
                        opponents[agent.name], seed=7, group_id="q1", max_new_tokens=8)
         for agent in AGENTS
     ]
@@ -150,7 +154,7 @@ def test_selfplay_groups_of_all_agents_share_one_call_per_step(backend):
         assert np.mean(group.judges["observer"]) == pytest.approx(0.5)
         assert 0.0 <= group.position_bias["observer"]["first_slot_rate"] <= 1.0
         # The verifier's votes: more words wins, equal counts tie.
-        words = word_count(QUESTION, group.samples)
+        words = word_count(group.samples)
         expected = [np.mean([(np.sign(words[i] - words[j]) + 1) / 2 for j in range(k) if j != i]) for i in range(k)]
         assert group.judges["words"] == pytest.approx(expected)
     alice = groups[0]

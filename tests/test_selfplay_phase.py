@@ -92,6 +92,10 @@ def test_phase_batches_every_agent_into_one_call_per_op_kind_per_step(run):
     selfplay = [("generate", agents), ("next_token_logprobs", agents * (pairs + k) * 2 * 2)]
     per_round = [("generate", 4), ("generate", 4), ("next_token_logprobs", 4), ("next_token_logprobs", 4), *selfplay]
     assert calls == per_round * 2
+    # The verifiers' embeddings: one Embed op per group, one encoder call per phase for all of them.
+    (embedder,) = {model for phase, model in sim.scheduler.stats if phase == "selfplay" and "minilm" in model}
+    embedded = sim.scheduler.stats[("selfplay", embedder)]
+    assert (embedded.calls, embedded.requests) == (2, 2 * agents)  # 2 rounds
     manifest = json.loads((sim.store.root / "manifest.json").read_text())
     assert manifest["phases"]["selfplay"] and manifest["counts"]["selfplay"] == 2 * agents
     assert manifest["counts"]["selfplay_ratings"] == 2

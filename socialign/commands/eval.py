@@ -1,7 +1,9 @@
-"""`socialign eval --model A [--baseline B] [--scenario S | --questions FILE] [--no-judge]`.
+"""`socialign eval --model A [--baseline B] [--scenario S | --questions FILE] [--no-judge] [--pairwise-judge J]`.
 
 Judge-free measures (decline, over-decline, similarity to the reference, length, repetition)
-always; observer scores and the pairwise win rate unless --no-judge.
+always; observer scores and the pairwise win rate unless --no-judge; `--pairwise-judge J`
+names the pairwise judge (with --no-judge: the win rate against the baseline is then the only
+judged part).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ def register(subparsers) -> None:
                         "prompt column (prompt, question, text or behavior) and optional expected (decline|answer)")
     parser.add_argument("--no-judge", action="store_true",
                         help="judge-free measures only: no observer scores, no pairwise (much faster)")
+    parser.add_argument("--pairwise-judge", metavar="MODEL",
+                        help="with --baseline: this model compares the two answers (both orders) instead of the "
+                        "observers' model; kept with --no-judge")
     parser.add_argument("--limit", type=at_least(1, int, 1_000_000), help="evaluate at most this many questions (a seeded sample)")
     parser.add_argument("--max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS), default=128)
     parser.add_argument("--seed", type=seed, default=0)
@@ -33,7 +38,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     loaded = load_scenario(args.scenario)
     settings = EvalSettings(limit=args.limit, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                            questions_file=args.questions, judge=not args.no_judge)
+                            questions_file=args.questions, judge=not args.no_judge,
+                            pairwise_judge=args.pairwise_judge)
     report = evaluate(loaded, args.model, args.baseline, settings)
     print(markdown_table(report))
     if args.out:
