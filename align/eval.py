@@ -50,14 +50,12 @@ def loadable_model(name: str) -> str:
     return name
 
 
-def _answers(backend: Backend, questions: list, settings: EvalSettings) -> list[str]:
+def greedy_answers(backend: Backend, questions: list, max_new_tokens: int, seed: int = 0) -> list[str]:
+    """Each question's greedy answer, stripped, from one batched generate call: what every
+    evaluation scores."""
     requests = [
-        GenerationRequest(
-            [{"role": "user", "content": q.text}],
-            temperature=0.0,
-            max_new_tokens=settings.max_new_tokens,
-            seed=settings.seed,
-        )
+        GenerationRequest([{"role": "user", "content": q.text}], temperature=0.0, max_new_tokens=max_new_tokens,
+                          seed=seed)
         for q in questions
     ]
     return [completions[0].text.strip() for completions in backend.generate(requests)]
@@ -83,7 +81,8 @@ def evaluate(
     pairwise_name = settings.pairwise_judge or (observers.model.name if judge else None)
     pairwise_judge = pool.get("hf", settings.pairwise_judge) if settings.pairwise_judge else judge
     similarity = ReferenceSimilarity(Encoder(loaded.scenario.memory.embedder))
-    answers = {role: _answers(backend, questions, settings) for role, backend in backends.items()}
+    answers = {role: greedy_answers(backend, questions, settings.max_new_tokens, settings.seed)
+               for role, backend in backends.items()}
 
     per_question = [{"id": q.id, "category": q.category, "question": q.text} for q in questions]
     measured = {role: judge_free.measure(questions, texts, similarity) for role, texts in answers.items()}

@@ -19,7 +19,6 @@ import argparse
 import json
 import random
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from align.config import SFTConfig, SPINConfig
@@ -29,23 +28,9 @@ from align.run import train
 from align.spin import SPIN
 from scenarios import load_scenario
 from scenarios.loader import load_bank
+from socialign.recipe import stratified
 
 SCENARIO = "classic"  # its bank is `social`; its embedder measures similarity to the reference
-
-
-def stratified(questions: list, count: int, rng: random.Random) -> list:
-    """`count` questions drawn round-robin over categories (each category's order shuffled)."""
-    by_category = defaultdict(list)
-    for question in questions:
-        by_category[question.category].append(question)
-    for category in sorted(by_category):
-        rng.shuffle(by_category[category])
-    chosen: list = []
-    while len(chosen) < count and any(by_category.values()):
-        for category in sorted(by_category):
-            if by_category[category] and len(chosen) < count:
-                chosen.append(by_category[category].pop())
-    return chosen
 
 
 def user(question) -> list[dict]:

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from agents.backends import GenerationRequest
 from agents.backends.hf import HFBackend
 from agents.bounded import read_json_file, read_jsonl
 from agents.files import write_atomic
@@ -30,6 +29,7 @@ from agents.memory import Encoder
 from agents.registry import DEFAULT_CHAT_MODEL
 from align import judge_free
 from align.config import DPOConfig, LoraSettings, SFTConfig, SPINConfig
+from align.eval import greedy_answers, loadable_model
 from align.iterate import run_iterations
 from align.run import train
 from align.spin import SPIN
@@ -188,10 +188,7 @@ class Recipe:
         if cached and cached.get("ids") == ids and cached.get("model") == str(model):
             texts = cached["answers"]
         else:
-            backend = HFBackend(str(model))
-            requests = [GenerationRequest([{"role": "user", "content": q.text}], temperature=0.0,
-                                          max_new_tokens=self.settings.max_new_tokens, seed=0) for q in questions]
-            texts = [completions[0].text.strip() for completions in backend.generate(requests)]
+            texts = greedy_answers(HFBackend(loadable_model(str(model))), questions, self.settings.max_new_tokens)
             path.parent.mkdir(exist_ok=True)
             write_atomic(path, json.dumps({"model": str(model), "ids": ids, "answers": texts}, indent=1) + "\n")
         return judge_free.measure(questions, texts, similarity)
