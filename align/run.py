@@ -14,6 +14,7 @@ from pathlib import Path
 from agents.backends.hf import load_model_and_tokenizer
 from align.config import TrainConfig
 from align.methods import Method, get_method
+from align.processes import process_state
 from align.rundir import RunDir
 from align.trainer import TrainResult
 
@@ -40,12 +41,18 @@ def train(
     run_dir = RunDir(out_dir)
     info = run_info(method, model, data_file, rows, config)
     run_dir.check_claim(info, resume)
+    if resume and (finished := run_dir.finished(info)) is not None:
+        model_dir, step = finished
+        return TrainResult(run_dir.path, model_dir, step, run_dir.read_metrics())
     # Loaded on CPU in float32: accelerate places it, and mixed precision comes from `accelerate launch`.
     policy, tokenizer = load_model_and_tokenizer(model, device="cpu", dtype="float32")
     examples = trainer_class.tokenize(rows, tokenizer, config, data_file)
     run_dir.claim(info, resume)  # written only now, so a model that fails to load leaves no trace
     trainer = trainer_class(policy, tokenizer, examples, config, run_dir, callbacks)
-    return trainer.train(resume=resume)
+    result = trainer.train(resume=resume)
+    if process_state().is_main_process:
+        run_dir.finish(info, result.model_dir, result.step)
+    return result
 
 
 def run_info(method: Method, model: str, data_file: Path, rows: list, config: TrainConfig) -> dict:

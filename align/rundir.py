@@ -32,6 +32,7 @@ class RunDir:
         self.plot_file = self.path / "metrics.png"
         self.reference_cache = self.path / "reference_logps.safetensors"
         self.checkpoints = self.path / "checkpoints"
+        self.finished_file = self.path / "finished.json"
 
     # -- ownership ----------------------------------------------------------------------
 
@@ -76,6 +77,28 @@ class RunDir:
         if not isinstance(config, dict):
             raise DataError(f"{self.config_file}: not a JSON object; remove the directory")
         return config
+
+    # -- completion ---------------------------------------------------------------------
+
+    def finish(self, run_info: dict, model_dir: Path, step: int) -> None:
+        """Record that this run, horizon included, is complete (written after the final model)."""
+        record = {"run": json.loads(json.dumps(run_info)), "model": str(model_dir.relative_to(self.path)), "step": step}
+        write_atomic(self.finished_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    def finished(self, run_info: dict) -> tuple[Path, int] | None:
+        """The final model and step of this exact run if it already completed, so resuming it
+        returns at once instead of reloading, retraining nothing and saving the same weights again.
+        Any difference (an extended horizon, other data) means it is not finished."""
+        if not self.finished_file.is_file():
+            return None
+        try:
+            record = read_json_file(self.finished_file)
+        except BoundedInputError:
+            return None  # unreadable: resume from the checkpoints, which rewrites it
+        if not isinstance(record, dict) or record.get("run") != json.loads(json.dumps(run_info)):
+            return None
+        model_dir = self.path / str(record.get("model", ""))
+        return (model_dir, int(record["step"])) if model_dir.is_dir() else None
 
     # -- checkpoints --------------------------------------------------------------------
 

@@ -40,7 +40,6 @@ from scenarios.schema import Question
 
 MODELS = ("sft", "spin", "dpo")
 LABELS = {"base": "base", "sft": "SFT on references", "spin": "SFT → SPIN", "dpo": "SFT → DPO on simulation pairs"}
-DONE_FILE = "recipe-done.json"  # a training step the recipe finished
 SHOWN = ("decline_rate", "over_decline_rate", "similarity", "words", "repetition")
 
 
@@ -172,13 +171,8 @@ class Recipe:
         return models
 
     def _trained(self, step: str, out: Path, work) -> Path:
-        """The model ``work`` trains into ``out``; a finished one is found by its marker, not redone."""
-        marker = out / DONE_FILE
-        if marker.exists():
-            return Path(read_json_file(marker)["model_dir"])
-        model_dir = self._timed(f"train {step}", work, out).model_dir
-        write_atomic(marker, json.dumps({"model_dir": str(model_dir)}) + "\n")
-        return model_dir
+        """The model ``work`` trains into ``out``, resuming: a finished run returns at once."""
+        return self._timed(f"train {step}", work, out).model_dir
 
     def measured(self, name: str, model: str | Path, questions: list[Question], similarity) -> list[dict]:
         """The model's greedy answers (cached in OUT/answers/NAME.json) and their measures."""

@@ -149,6 +149,14 @@ def test_resume_after_the_last_step_extends_the_run_exactly(tiny_model_dir, pair
     assert [row["step"] for row in resumed.history] == [1, 2, 3, 4, 5]
     assert [row["loss"] for row in resumed.history] == pytest.approx([row["loss"] for row in whole.history])
 
+    # The same run resumed once it has finished: returned as it is, no step run, nothing saved again.
+    weights = tmp_path / "parts" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    again = train_dpo(pairs_file, tiny_model_dir, tmp_path / "parts", config(5), resume=True, callbacks=[ran.append])
+    assert (again.step, again.model_dir, len(ran)) == (5, resumed.model_dir, 2)
+    assert weights.stat().st_mtime_ns == before
+    assert [row["step"] for row in again.history] == [1, 2, 3, 4, 5]
+
 
 def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(tiny_model_dir, pairs_file, tmp_path):
     """Linear schedule with warmup, LoRA dropout (RNG state matters), checkpoint mid-epoch, work lost after it."""
