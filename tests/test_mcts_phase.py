@@ -159,7 +159,7 @@ def test_bad_search_settings_are_one_line_errors(tmp_path, extra, expected):
 
 def test_builtin_search_scenarios_load():
     arithmetic = load_scenario("arithmetic")
-    assert len(arithmetic.train_questions) == 64 and len(arithmetic.heldout_questions) == 40
+    assert len(arithmetic.train_questions) == 64 and len(arithmetic.heldout_questions) == 100
     assert all(q.answer is not None and "Problem: " in q.text for q in arithmetic.train_questions)
     assert not {q.text for q in arithmetic.train_questions} & {q.text for q in arithmetic.heldout_questions}
     social = load_scenario("mcts-social").scenario.mcts
