@@ -3,8 +3,8 @@
 The order is a pure function of (seed, epoch, rank), not of any RNG state, so a resumed run
 replays exactly the batches an uninterrupted run would have seen. Rows are padded to the
 batch's longest row only; with `lengths`, each shuffled window of batches is sorted by length
-first (transformers' length-grouped sampling), so a batch's rows are of similar length and
-padding is small. A pair's chosen and rejected rows are stacked into ONE batch (one forward
+first and the resulting steps are shuffled (transformers' length-grouped sampling), so a
+batch's rows are of similar length and padding is small. A pair's chosen and rejected rows are stacked into ONE batch (one forward
 pass for both).
 """
 
@@ -34,15 +34,21 @@ class BatchPlan:
         """This process's batches (example indices) for one epoch, shuffled by (seed, epoch)."""
         generator = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
         order = torch.randperm(self.num_pairs, generator=generator).tolist()
-        if self.lengths is not None:
-            # Sorted across all processes' rows, so every rank's batch at a step is of similar length too.
-            window = self.batch_size * self.world_size * GROUP_BATCHES
-            order = [
-                i
-                for start in range(0, len(order), window)
-                for i in sorted(order[start : start + window], key=self.lengths.__getitem__)
-            ]
-        return self._batches(order)
+        if self.lengths is None:
+            return self._batches(order)
+        # Sorted across all processes' rows, so every rank's batch at a step is of similar length
+        # too; then the steps are shuffled, or every seed would train short-to-long in the same
+        # order (a dataset smaller than one window would ignore the seed altogether).
+        step_rows = self.batch_size * self.world_size
+        window = step_rows * GROUP_BATCHES
+        order = [
+            i
+            for start in range(0, len(order), window)
+            for i in sorted(order[start : start + window], key=self.lengths.__getitem__)
+        ]
+        steps = [order[start : start + step_rows] for start in range(0, len(order), step_rows)]
+        shuffled = torch.randperm(len(steps), generator=generator).tolist()
+        return self._batches([i for step in shuffled for i in steps[step]])
 
     def in_order(self, order: Sequence[int]) -> list[list[int]]:
         """This process's batches over a given order (e.g. sorted by length for a no-grad pass)."""

@@ -185,6 +185,14 @@ def test_length_grouped_batches_cover_the_epoch_and_pad_little():
     assert plan.epoch(0) == batches and plan.epoch(1) != batches
 
 
+def test_length_grouped_batches_follow_the_seed_when_the_data_is_smaller_than_a_window():
+    """62 rows of distinct lengths, batch 8: one window; steps must not be short-to-long for every seed."""
+    lengths = tuple(range(100, 162))
+    first_rows = {seed: [b[0] for b in BatchPlan(len(lengths), 8, seed, lengths=lengths).epoch(0)] for seed in range(4)}
+    assert len({tuple(rows) for rows in first_rows.values()}) > 1
+    assert any(rows != sorted(rows) for rows in first_rows.values())
+
+
 # -- training ----------------------------------------------------------------------------------
 
 
