@@ -24,7 +24,7 @@ import time
 from agents.backends import GenerationRequest
 from agents.backends.hf import HFBackend
 from agents.memory import Encoder
-from bench.simulation import RecordingBackend, RecordingPool, timed_run
+from simulation import RecordingBackend, RecordingPool, timed_run
 from sandbox import plan_worlds
 from sandbox.simulation import models_of
 from scenarios import load_scenario

@@ -23,7 +23,7 @@ from pathlib import Path
 from align.config import SFTConfig, SPOConfig
 from align.eval import EvalSettings, evaluate
 from align.run import train
-from bench.spin import SCENARIO, write_data
+from spin import SCENARIO, write_data
 from scenarios import load_scenario
 
 
