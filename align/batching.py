@@ -4,8 +4,8 @@ The order is a pure function of (seed, epoch, rank), not of any RNG state, so a 
 replays exactly the batches an uninterrupted run would have seen. Rows are padded to the
 batch's longest row only; with `lengths`, each shuffled window of batches is sorted by length
 first and the resulting steps are shuffled (transformers' length-grouped sampling), so a
-batch's rows are of similar length and padding is small. A pair's chosen and rejected rows are stacked into ONE batch (one forward
-pass for both).
+batch's rows are of similar length and padding is small. A pair's chosen and rejected rows
+are stacked into ONE batch (one forward pass for both).
 """
 
 from __future__ import annotations

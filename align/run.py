@@ -14,7 +14,6 @@ from pathlib import Path
 from agents.backends.hf import load_model_and_tokenizer
 from align.config import TrainConfig
 from align.methods import Method, get_method
-from align.processes import process_state
 from align.rundir import RunDir
 from align.trainer import TrainResult
 
@@ -50,8 +49,7 @@ def train(
     run_dir.claim(info, resume)  # written only now, so a model that fails to load leaves no trace
     trainer = trainer_class(policy, tokenizer, examples, config, run_dir, callbacks)
     result = trainer.train(resume=resume)
-    if process_state().is_main_process:
-        run_dir.finish(info, result.model_dir, result.step)
+    run_dir.finish(info, result.model_dir, result.step)
     return result
 
 

@@ -38,7 +38,7 @@ class RunDir:
 
     def check_claim(self, run_info: dict, resume: bool) -> None:
         """Raise DataError unless the directory may hold this run; writes nothing."""
-        run_info = json.loads(json.dumps(run_info))  # compare as it will read back (tuples become lists)
+        run_info = _as_read_back(run_info)
         existing = self.read_config()
         if existing is None:
             if self.path.exists() and any(self.path.iterdir()):
@@ -82,8 +82,9 @@ class RunDir:
 
     def finish(self, run_info: dict, model_dir: Path, step: int) -> None:
         """Record that this run, horizon included, is complete (written after the final model)."""
-        record = {"run": json.loads(json.dumps(run_info)), "model": str(model_dir.relative_to(self.path)), "step": step}
-        write_atomic(self.finished_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        if process_state().is_main_process:
+            record = {"run": _as_read_back(run_info), "model": str(model_dir.relative_to(self.path)), "step": step}
+            write_atomic(self.finished_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def finished(self, run_info: dict) -> tuple[Path, int] | None:
         """The final model and step of this exact run if it already completed, so resuming it
@@ -95,7 +96,7 @@ class RunDir:
             record = read_json_file(self.finished_file)
         except BoundedInputError:
             return None  # unreadable: resume from the checkpoints, which rewrites it
-        if not isinstance(record, dict) or record.get("run") != json.loads(json.dumps(run_info)):
+        if not isinstance(record, dict) or record.get("run") != _as_read_back(run_info):
             return None
         model_dir = self.path / str(record.get("model", ""))
         return (model_dir, int(record["step"])) if model_dir.is_dir() else None
@@ -143,6 +144,11 @@ class RunDir:
         """Forget rows after `step`: their progress was lost with the interruption and will be redone."""
         kept = [row for row in self.read_metrics() if row["step"] <= step]
         write_atomic(self.metrics_file, "".join(json.dumps(row) + "\n" for row in kept))
+
+
+def _as_read_back(run_info: dict) -> dict:
+    """The run info as its JSON file reads back (tuples become lists), so the two compare equal."""
+    return json.loads(json.dumps(run_info))
 
 
 def _identity_differences(existing: dict, new: dict) -> list[str]:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import argparse
 import time
 
+from simulation import RecordingBackend, RecordingPool, timed_run
+
 from agents.backends import GenerationRequest
 from agents.backends.hf import HFBackend
 from agents.memory import Encoder
-from simulation import RecordingBackend, RecordingPool, timed_run
 from sandbox import plan_worlds
 from sandbox.simulation import models_of
 from scenarios import load_scenario

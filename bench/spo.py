@@ -20,10 +20,11 @@ import json
 import time
 from pathlib import Path
 
+from spin import SCENARIO, write_data
+
 from align.config import SFTConfig, SPOConfig
 from align.eval import EvalSettings, evaluate
 from align.run import train
-from spin import SCENARIO, write_data
 from scenarios import load_scenario
 
 

@@ -156,23 +156,21 @@ class Recipe:
         s, root = self.settings, self.out / f"seed-{seed}"
         lora = LoraSettings() if s.lora else None
         common = {"batch_size": s.batch_size, "max_length": s.max_length, "seed": seed, "lora": lora}
-        models = {"sft": self._trained(f"sft seed {seed}", root / "sft", lambda out: train(
-            "sft", data["sft"], s.model, out, SFTConfig(lr=s.sft_lr, epochs=s.sft_epochs, **common), resume=True))}
+        sft_config = SFTConfig(lr=s.sft_lr, epochs=s.sft_epochs, **common)
+        # resume=True everywhere: a finished training run returns at once, a killed one continues.
+        models = {"sft": self._timed(f"train sft seed {seed}", train, "sft", data["sft"], s.model, root / "sft",
+                                     sft_config, True).model_dir}
         steps = math.ceil(data["rows"]["spin"] / s.batch_size)
         if "spin" in s.methods:
             spin_config = SPINConfig(lr=s.pair_lr, beta=s.beta, iterations=1, temperature=s.spin_temperature,
                                      top_p=s.spin_top_p, max_new_tokens=s.max_new_tokens, evaluate=False, **common)
-            models["spin"] = self._trained(f"spin seed {seed}", root / "spin", lambda out: run_iterations(
-                SPIN, data["spin"], str(models["sft"]), out, spin_config, resume=True))
+            models["spin"] = self._timed(f"train spin seed {seed}", run_iterations, SPIN, data["spin"],
+                                         str(models["sft"]), root / "spin", spin_config, True).model_dir
         if "dpo" in s.methods and data["rows"]["pairs"]:
             dpo_config = DPOConfig(lr=s.pair_lr, beta=s.beta, max_steps=steps, **common)
-            models["dpo"] = self._trained(f"dpo seed {seed}", root / "dpo", lambda out: train(
-                "dpo", data["pairs"], str(models["sft"]), out, dpo_config, resume=True))
+            models["dpo"] = self._timed(f"train dpo seed {seed}", train, "dpo", data["pairs"], str(models["sft"]),
+                                        root / "dpo", dpo_config, True).model_dir
         return models
-
-    def _trained(self, step: str, out: Path, work) -> Path:
-        """The model ``work`` trains into ``out``, resuming: a finished run returns at once."""
-        return self._timed(f"train {step}", work, out).model_dir
 
     def measured(self, name: str, model: str | Path, questions: list[Question], similarity) -> list[dict]:
         """The model's greedy answers (cached in OUT/answers/NAME.json) and their measures."""
