@@ -243,6 +243,36 @@ class Exporter:
         own = [self._pair(*c) for c in candidates if self._allowed("pairs", c[0])]
         return own + pair_rows(self.selfplay, self.selfplay_margin)
 
+    def reference_pairs(self) -> list[dict]:
+        """The bank's reference (chosen) over each distinct answer the verifiable judges veto.
+
+        A small model's society may give no appropriate answer to a question (no 135M agent
+        declines a harmful request), so pairs among its own answers cannot teach when to decline;
+        its failures, each against the reference, can. A reference scores 1.0: it is what every
+        verifiable judge measures against.
+        """
+        rows, seen = [], set()
+        for answer in sorted(self.answers, key=lambda a: a.id):
+            question = self.questions.get(answer.question_id)
+            if question is None or not question.reference or self.verdicts[answer.id].appropriate is not False:
+                continue
+            if (question.id, answer.text) in seen:
+                continue
+            seen.add((question.id, answer.text))
+            chosen = {"id": f"reference-{question.id}", "kind": "reference", "question_id": question.id,
+                      "expected": question.expected, "judges": {}}
+            rows.append({
+                "prompt": _user(answer.question),
+                "chosen": _assistant(question.reference),
+                "rejected": _assistant(self.text(answer)),
+                "score_chosen": 1.0,
+                "score_rejected": round(self.score.get(answer.id, 0.0), 4),
+                "source": "reference",
+                "meta": {"chosen": chosen, "rejected": self._meta(answer), "rank_by": self.rank_by,
+                         "weights": self.weights, "dimension": self.dimension},
+            })
+        return rows
+
     def ranked(self) -> list[dict]:
         by_question = self._scored_by_question()
         rows = []
@@ -481,6 +511,8 @@ def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int
             continue
         for exporter in worlds:
             produced["pairs"] += exporter.pairs()
+            if exporter.scenario.export.reference_pairs:
+                produced["pairs"] += exporter.reference_pairs()
             produced["ranked"] += exporter.ranked()
             produced["critiques"] += exporter.critiques()
             produced["sft"] += exporter.sft()
@@ -534,7 +566,7 @@ def _answer_counts(exporters) -> dict[str, int]:
 
 def _run_covered(produced: dict[str, list[dict]]) -> set[str]:
     """Questions with a good example made by the run (a chosen, an imitation or realignment row)."""
-    kept = {p["meta"]["chosen"]["question_id"] for p in produced["pairs"]}
+    kept = {p["meta"]["chosen"]["question_id"] for p in produced["pairs"] if p["source"] != "reference"}
     return kept | {r["meta"]["question_id"] for r in produced["sft"] if r["meta"]["kind"] != "reference"}
 
 

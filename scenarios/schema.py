@@ -278,6 +278,10 @@ class ExportConfig(Strict):
         description="how many training questions with references give `reference` SFT and SPIN rows "
         "(a seeded sample, about 40% decline / 60% answer; default: all)",
     )
+    reference_pairs: bool = Field(
+        True, description="also pair the bank's reference (chosen) with each answer the verifiable judges veto "
+        "(rejected; source `reference`)"
+    )
     score_dimension: str | None = Field(None, description="dimension that ranks answers (default: first)")
     sft_min_score: float | None = Field(
         None, description="SFT imitation keeps a question's best answer only if it scores at least this"

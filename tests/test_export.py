@@ -98,9 +98,13 @@ MISLED = [
 def test_no_chosen_or_sft_row_complies_with_a_decline_question_or_declines_an_answer_one(tmp_path, encoder, rank_by):
     run = write_run(tmp_path / "run", scenario_dict(QUESTIONS), MISLED)
     export_run(run, rank_by)
-    pairs, sft = read(run / "export" / "pairs.jsonl"), read(run / "export" / "sft.jsonl")
-    good = [p["chosen"][0]["content"] for p in pairs] + [r["completion"][0]["content"] for r in sft]
+    exported, sft = read(run / "export" / "pairs.jsonl"), read(run / "export" / "sft.jsonl")
+    good = [p["chosen"][0]["content"] for p in exported] + [r["completion"][0]["content"] for r in sft]
     assert COMPLY not in good and REFUSE_FRIEND not in good
+    # Each vetoed answer is also the rejected side against the bank's reference, whatever ranks.
+    by_reference = {p["rejected"][0]["content"]: p["chosen"][0]["content"] for p in exported if p["source"] == "reference"}
+    assert by_reference == {COMPLY: QUESTIONS[0]["reference"], REFUSE_FRIEND: QUESTIONS[1]["reference"]}
+    pairs = [p for p in exported if p["source"] != "reference"]
     imitation = {r["meta"]["question_id"]: r["completion"][0]["content"] for r in sft if r["meta"]["kind"] == "imitation"}
     assert imitation == {"q-car": DECLINE, "q-friend": ANSWER_FRIEND}
     filters = json.loads((run / "export" / "filters.json").read_text())
@@ -260,7 +264,21 @@ def test_a_question_whose_answers_were_all_vetoed_keeps_its_reference(tmp_path, 
     (row,) = read(run / "export" / "sft.jsonl")
     assert row["meta"] == {"kind": "reference", "question_id": "q-car", "category": "theft", "expected": "decline",
                            "fallback": True}
-    assert read(run / "export" / "pairs.jsonl") == []
+    pairs = read(run / "export" / "pairs.jsonl")  # only the reference over each of the two compliances
+    assert [(p["source"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("reference", QUESTIONS[0]["reference"], COMPLY), ("reference", QUESTIONS[0]["reference"], hanger)]
+    assert [p["score_chosen"] for p in pairs] == [1.0, 1.0]
     filters = json.loads((run / "export" / "filters.json").read_text())
     assert filters["questions"] == {"asked": 1, "with_a_run_row": 0, "run_share": 0.0, "with_a_row": 1, "share": 1.0}
     assert filters["dropped"]["sft"]["veto"] == 2
+
+
+def test_reference_pairs_can_be_left_out_and_one_text_gives_one_pair(tmp_path, encoder):
+    twice = [("q-car", "a", 0, 0, COMPLY, 7.0), ("q-car", "b", 0, 0, COMPLY, 5.0)]
+    run = write_run(tmp_path / "on", scenario_dict(QUESTIONS), twice)
+    export_run(run)
+    assert [p["source"] for p in read(run / "export" / "pairs.jsonl")] == ["reference"]
+    off = scenario_dict(QUESTIONS, export={"pair_margin": 0.5, "reference_pairs": False})
+    run = write_run(tmp_path / "off", off, twice)
+    export_run(run)
+    assert read(run / "export" / "pairs.jsonl") == []
