@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from scenarios import ScenarioError, load_scenario
 from agents.bounded import MAX_DEPTH, BoundedInputError, parse_json_line
+from scenarios import ScenarioError, load_scenario
 from socialign.cli import main
 
 MINIMAL = """\
@@ -86,7 +86,7 @@ def test_graph_generator_params_larger_than_the_world_are_refused_before_buildin
 
 def test_a_graphml_entity_bomb_is_refused(tmp_path, capsys):
     entities = '<!ENTITY a0 "xxxxxxxxxx">' + "".join(
-        f'<!ENTITY a{i} "{("&a%d;" % (i - 1)) * 10}">' for i in range(1, 10)
+        f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10)
     )
     (tmp_path / "bomb.graphml").write_text(
         f'<?xml version="1.0"?><!DOCTYPE graphml [{entities}]><graphml><graph edgedefault="undirected">'
