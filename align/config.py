@@ -123,11 +123,17 @@ class DPOConfig(TrainConfig):
         default=0.0,
         metadata={"help": "cDPO flip probability, sigmoid only (a pair's own label_smoothing field wins)"},
     )
+    sft_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of an SFT term (the chosen replies' per-token NLL) added to the preference loss "
+                  "(RPO; TRL's loss_type [..., 'sft'] with loss_weights): keeps chosen replies likely"},
+    )
 
     def checks(self) -> list[tuple[bool, str]]:
         return [
             (self.beta > 0, "beta must be > 0"),
             (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
+            (self.sft_weight >= 0, "sft weight must be >= 0"),
             (0 <= self.label_smoothing < 0.5, "label smoothing must be in [0, 0.5)"),
             (
                 self.label_smoothing == 0 or self.loss == "sigmoid",

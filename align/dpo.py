@@ -17,7 +17,7 @@ from align.config import DPOConfig
 from align.data import load_pairs, locate_pairs
 from align.errors import DataError
 from align.logprobs import completion_logps
-from align.losses import PreferenceLoss, dpo_loss, ipo_loss
+from align.losses import PreferenceLoss, dpo_loss, ipo_loss, with_sft_term
 from align.run import train
 from align.tokenization import TokenizedPair, tokenize_pairs
 from align.trainer import StepOutput, Trainer, TrainResult
@@ -94,8 +94,12 @@ class PreferenceTrainer(Trainer):
         (``examples``: the batch's example indices, for a method with per-example targets)."""
         logps = (policy_chosen, policy_rejected, ref_chosen, ref_rejected)
         if self.config.loss == "ipo":
-            return ipo_loss(*logps, self.config.beta, chosen_lengths, rejected_lengths, weights=weights)
-        return dpo_loss(*logps, self.config.beta, weights=weights, label_smoothing=label_smoothing)
+            out = ipo_loss(*logps, self.config.beta, chosen_lengths, rejected_lengths, weights=weights)
+        else:
+            out = dpo_loss(*logps, self.config.beta, weights=weights, label_smoothing=label_smoothing)
+        if self.config.sft_weight:
+            out = with_sft_term(out, policy_chosen, chosen_lengths, self.config.sft_weight)
+        return out
 
 
 def train_dpo(

@@ -7,7 +7,7 @@ rewards beta * (log pi - log pi_ref) that DPO-style training reports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -155,6 +155,15 @@ def _weighted(losses, weights, beta, chosen_logratios, rejected_logratios) -> Pr
         chosen_rewards=(beta * chosen_logratios).detach(),
         rejected_rewards=(beta * rejected_logratios).detach(),
     )
+
+
+def with_sft_term(out: PreferenceLoss, policy_chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor,
+                  weight: float) -> PreferenceLoss:
+    """``out`` plus ``weight`` x the chosen replies' per-token NLL over the batch (RPO, Pang et al.
+    2024), as TRL's DPO adds it for ``loss_type=[..., "sft"]``: every pair carries the batch's term,
+    so the batch loss is the preference mean plus ``weight`` x NLL."""
+    nll = sft_loss(policy_chosen_logps, chosen_lengths.sum())
+    return replace(out, losses=out.losses + weight * nll)
 
 
 def sft_loss(token_logps: torch.Tensor, num_tokens: int | torch.Tensor) -> torch.Tensor:

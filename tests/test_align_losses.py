@@ -13,6 +13,7 @@ from align import dpo_loss, ipo_loss, tokenize_pairs
 from align.batching import collate
 from align.data import PreferencePair
 from align.logprobs import completion_logps
+from align.losses import with_sft_term
 
 # Four pairs of fixed sequence log-probs: policy/reference x chosen/rejected, and completion lengths.
 POLICY_CHOSEN = [-12.0, -30.5, -7.25, -50.0]
@@ -119,7 +120,17 @@ def test_weights_multiply_each_pairs_loss_and_gradient(loss):
 # -- agreement with TRL -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
+def test_the_sft_term_adds_the_chosen_per_token_nll_to_every_pair():
+    lengths = torch.tensor(CHOSEN_LENGTHS, dtype=torch.float64)
+    plain = dpo_loss(*logps(), beta=BETA)
+    out = with_sft_term(plain, logps()[0], lengths, weight=0.5)
+    nll = -sum(POLICY_CHOSEN) / sum(CHOSEN_LENGTHS)
+    assert out.losses.tolist() == pytest.approx([dpo_by_hand(i, BETA) + 0.5 * nll for i in range(4)], rel=1e-12)
+    assert out.loss.item() == pytest.approx(plain.loss.item() + 0.5 * nll, rel=1e-12)
+    assert torch.equal(out.chosen_rewards, plain.chosen_rewards)  # the rewards are the preference term's
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "sigmoid+sft"])
 def test_loss_equals_trl_dpo_trainer_on_the_same_batch(tiny_model_dir, tmp_path, loss):
     """TRL's own DPOTrainer.compute_loss vs ours, same tiny model, same pairs, same fixed reference log-probs.
 
@@ -131,9 +142,11 @@ def test_loss_equals_trl_dpo_trainer_on_the_same_batch(tiny_model_dir, tmp_path,
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     records = [pair_record(*pair) for pair in SAMPLE_PAIRS]
+    sft_weight = 0.5 if loss.endswith("+sft") else 0.0
     args = DPOConfig(
         output_dir=str(tmp_path / "trl"),
-        loss_type=[loss],
+        loss_type=["sigmoid", "sft"] if sft_weight else [loss],
+        loss_weights=[1.0, sft_weight] if sft_weight else None,
         beta=BETA,
         precompute_ref_log_probs=True,  # the batch then carries the reference log-probs we pass
         max_length=None,
@@ -172,6 +185,8 @@ def test_loss_equals_trl_dpo_trainer_on_the_same_batch(tiny_model_dir, tmp_path,
         )
     else:
         ours = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, BETA)
+    if sft_weight:
+        ours = with_sft_term(ours, policy_chosen, chosen_lengths, sft_weight)
 
     assert ours.loss.item() == pytest.approx(trl_loss.item(), rel=1e-5)
     logged = trl_trainer._metrics["train"]

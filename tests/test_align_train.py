@@ -61,6 +61,16 @@ def test_dpo_learns_the_fixed_preferences(dpo_run):
     assert history[-1]["epoch"] == 20.0  # 4 pairs = 2 micro-batches of 2 = one step per epoch
 
 
+def test_the_sft_weight_adds_the_chosen_nll_and_keeps_chosen_replies_likely(dpo_run, tiny_model_dir, pairs_file,
+                                                                             tmp_path):
+    config = DPOConfig(lr=1e-3, batch_size=2, grad_accum=2, max_steps=20, warmup_ratio=0.0, save_steps=20,
+                       sft_weight=1.0)
+    history = train_dpo(pairs_file, tiny_model_dir, tmp_path / "rpo", config).history
+    # At step 1 the preference term is log 2 in both runs; the rest is the tiny model's chosen NLL (~ln vocab).
+    assert history[0]["loss"] - dpo_run.history[0]["loss"] > 3.0
+    assert history[-1]["rewards/chosen"] > dpo_run.history[-1]["rewards/chosen"]
+
+
 def test_outputs_are_written(dpo_run):
     out = dpo_run.out_dir
     assert dpo_run.model_dir == out
