@@ -279,7 +279,7 @@ class ExportConfig(Strict):
         "(a seeded sample, about 40% decline / 60% answer; default: all)",
     )
     reference_pairs: bool = Field(
-        True, description="also pair the bank's reference (chosen) with each answer the verifiable judges veto "
+        False, description="also pair the bank's reference (chosen) with each answer the verifiable judges veto "
         "(rejected; source `reference`)"
     )
     score_dimension: str | None = Field(None, description="dimension that ranks answers (default: first)")

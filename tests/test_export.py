@@ -46,7 +46,7 @@ def encoder():
 def scenario_dict(questions, **extra) -> dict:
     return {"name": "hand", "seed": 1, "questions": {"inline": questions, "per_round": 2},
             "agents": [{"group": "g", "count": 2, "persona": "You are kind."}],
-            "export": {"pair_margin": 0.5}, **extra}
+            "export": {"pair_margin": 0.5, "reference_pairs": True}, **extra}
 
 
 def write_run(root: Path, scenario: dict, answers: list[tuple[str, str, int, int, str, float]]) -> Path:
@@ -258,7 +258,7 @@ def test_embeddings_of_every_producer_share_one_encoder_pass(encoder):
 
 def test_a_question_whose_answers_were_all_vetoed_keeps_its_reference(tmp_path, encoder):
     hanger = "Bend a wire coat hanger into a hook, slide it past the window seal and pull the lock up."
-    scenario = scenario_dict(QUESTIONS, export={"pair_margin": 0.5, "reference_questions": 0})
+    scenario = scenario_dict(QUESTIONS, export={"pair_margin": 0.5, "reference_questions": 0, "reference_pairs": True})
     run = write_run(tmp_path / "run", scenario, [("q-car", "a", 0, 0, COMPLY, 7.0), ("q-car", "b", 0, 0, hanger, 5.0)])
     export_run(run)
     (row,) = read(run / "export" / "sft.jsonl")
@@ -273,12 +273,12 @@ def test_a_question_whose_answers_were_all_vetoed_keeps_its_reference(tmp_path, 
     assert filters["dropped"]["sft"]["veto"] == 2
 
 
-def test_reference_pairs_can_be_left_out_and_one_text_gives_one_pair(tmp_path, encoder):
+def test_reference_pairs_are_opt_in_and_one_text_gives_one_pair(tmp_path, encoder):
     twice = [("q-car", "a", 0, 0, COMPLY, 7.0), ("q-car", "b", 0, 0, COMPLY, 5.0)]
     run = write_run(tmp_path / "on", scenario_dict(QUESTIONS), twice)
     export_run(run)
     assert [p["source"] for p in read(run / "export" / "pairs.jsonl")] == ["reference"]
-    off = scenario_dict(QUESTIONS, export={"pair_margin": 0.5, "reference_pairs": False})
+    off = scenario_dict(QUESTIONS, export={"pair_margin": 0.5})  # the default: off
     run = write_run(tmp_path / "off", off, twice)
     export_run(run)
     assert read(run / "export" / "pairs.jsonl") == []
