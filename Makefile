@@ -62,7 +62,7 @@ demo: install
 	echo "demo wall time: $$(( $$(date +%s) - start )) s" && \
 	echo "run report: $(DEMO_REPORT)"
 
-# The full recipe (~99 minutes of steps on a loaded 2-core machine, 3 seeds): base vs SFT vs SFT->SPIN vs SFT->DPO on the
+# The full recipe (~58 minutes of steps on a partly loaded 2-core machine, 3 seeds): base vs SFT vs SFT->SPIN vs SFT->DPO on the
 # simulation's pairs, 3 seeds, judge-free on held-out questions; resumable (run it again).
 RECIPE_DIR ?= runs/recipe
 recipe: install
