@@ -190,14 +190,20 @@ class Exporter:
     # -- rows -------------------------------------------------------------------------------
 
     def _pair(self, chosen: AnswerRecord, rejected: AnswerRecord, source: str) -> dict:
+        return self._pair_row(chosen.question, (self.text(chosen), self.score[chosen.id], self._meta(chosen)),
+                              rejected, source)
+
+    def _pair_row(self, question: str, chosen: tuple[str, float, dict], rejected: AnswerRecord, source: str) -> dict:
+        """A pairs row: ``chosen`` as (text, rank score, meta), ``rejected`` one of the run's answers."""
+        text, score, meta = chosen
         return {
-            "prompt": _user(chosen.question),
-            "chosen": _assistant(self.text(chosen)),
+            "prompt": _user(question),
+            "chosen": _assistant(text),
             "rejected": _assistant(self.text(rejected)),
-            "score_chosen": round(self.score[chosen.id], 4),
-            "score_rejected": round(self.score[rejected.id], 4),
+            "score_chosen": round(score, 4),
+            "score_rejected": round(self.score.get(rejected.id, 0.0), 4),
             "source": source,
-            "meta": {"chosen": self._meta(chosen), "rejected": self._meta(rejected), "rank_by": self.rank_by,
+            "meta": {"chosen": meta, "rejected": self._meta(rejected), "rank_by": self.rank_by,
                      "weights": self.weights, "dimension": self.dimension},
         }
 
@@ -254,23 +260,13 @@ class Exporter:
         rows, seen = [], set()
         for answer in sorted(self.answers, key=lambda a: a.id):
             question = self.questions.get(answer.question_id)
-            if question is None or not question.reference or self.verdicts[answer.id].appropriate is not False:
-                continue
-            if (question.id, answer.text) in seen:
+            vetoed = question is not None and question.reference and self.verdicts[answer.id].appropriate is False
+            if not vetoed or (question.id, answer.text) in seen:
                 continue
             seen.add((question.id, answer.text))
-            chosen = {"id": f"reference-{question.id}", "kind": "reference", "question_id": question.id,
-                      "expected": question.expected, "judges": {}}
-            rows.append({
-                "prompt": _user(answer.question),
-                "chosen": _assistant(question.reference),
-                "rejected": _assistant(self.text(answer)),
-                "score_chosen": 1.0,
-                "score_rejected": round(self.score.get(answer.id, 0.0), 4),
-                "source": "reference",
-                "meta": {"chosen": chosen, "rejected": self._meta(answer), "rank_by": self.rank_by,
-                         "weights": self.weights, "dimension": self.dimension},
-            })
+            meta = {"id": f"reference-{question.id}", "kind": "reference", "question_id": question.id,
+                    "expected": question.expected, "judges": {}}
+            rows.append(self._pair_row(answer.question, (question.reference, 1.0, meta), answer, "reference"))
         return rows
 
     def ranked(self) -> list[dict]:

@@ -117,9 +117,6 @@ def test_weights_multiply_each_pairs_loss_and_gradient(loss):
     assert torch.equal(weighted.chosen_rewards, plain.chosen_rewards)  # rewards are not weighted
 
 
-# -- agreement with TRL -----------------------------------------------------------------------
-
-
 def test_the_sft_term_adds_the_chosen_per_token_nll_to_every_pair():
     lengths = torch.tensor(CHOSEN_LENGTHS, dtype=torch.float64)
     plain = dpo_loss(*logps(), beta=BETA)
@@ -128,6 +125,9 @@ def test_the_sft_term_adds_the_chosen_per_token_nll_to_every_pair():
     assert out.losses.tolist() == pytest.approx([dpo_by_hand(i, BETA) + 0.5 * nll for i in range(4)], rel=1e-12)
     assert out.loss.item() == pytest.approx(plain.loss.item() + 0.5 * nll, rel=1e-12)
     assert torch.equal(out.chosen_rewards, plain.chosen_rewards)  # the rewards are the preference term's
+
+
+# -- agreement with TRL -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("loss", ["sigmoid", "ipo", "sigmoid+sft"])
