@@ -3,7 +3,9 @@ extras cost: an assistant prefix and per-token log-probs, against plain generati
 
 The batched tokens/s printed here is the ceiling the simulation's throughput is measured
 against (bench/simulation.py); the prefix and log-prob rows should cost <= 10% per token.
-Usage: python bench/generation.py [--model NAME] [--prompts 16] [--repeats 3]
+Last, K samples per prompt (self-play, SPPO, MCTS expansion) with the prompt pass shared by a
+request's K rows against every row prefilled on its own: same requests, same tokens.
+Usage: python bench/generation.py [--model NAME] [--prompts 16] [--repeats 3] [--k 4]
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--k", type=int, default=4, help="samples per prompt in the shared-prompt comparison")
     args = parser.parse_args()
 
     backend = HFBackend(args.model)
@@ -102,6 +105,26 @@ def main() -> None:
     print(f"{'mode':<24}{'tokens':>8}{'seconds':>10}{'ms/token':>10}{'vs plain':>10}")
     for mode, (tokens, seconds, ms) in costs.items():
         print(f"{mode:<24}{tokens:>8}{seconds:>10.2f}{ms:>10.2f}{ms / plain - 1:>+10.1%}")
+    shared_prompt_pass(backend, requests[: max(1, args.prompts // args.k)], args.k, args.repeats)
+
+
+def shared_prompt_pass(backend: HFBackend, requests: list[GenerationRequest], k: int, repeats: int) -> None:
+    """K samples per request, the prompt pass shared by the K rows vs once per row (best of repeats)."""
+    sampled = [dataclasses.replace(r, n=k) for r in requests]
+    best: dict[bool, tuple[int, float]] = {}
+    for _ in range(repeats):
+        for share in (True, False):
+            backend.share_prompts = share
+            tokens, seconds = measure(backend, sampled, batched=True)
+            if share not in best or seconds < best[share][1]:
+                best[share] = (tokens, seconds)
+    backend.share_prompts = True
+    print(f"\n{len(requests)} prompts x {k} samples, best of {repeats}")
+    print(f"{'prompt pass':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}")
+    for share, label in ((False, "once per row"), (True, "shared by the K rows")):
+        tokens, seconds = best[share]
+        print(f"{label:<24}{tokens:>8}{seconds:>10.2f}{tokens / seconds:>10.1f}")
+    print(f"shared / per-row seconds: {best[True][1] / best[False][1]:.2f}")
 
 
 if __name__ == "__main__":

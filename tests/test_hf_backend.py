@@ -74,6 +74,24 @@ def test_n_samples_are_distinct_and_reproducible_whatever_shares_the_batch(tiny_
     assert next_seed[0].token_ids not in ids
 
 
+def test_rows_with_the_same_prompt_run_it_through_the_model_once(tiny_backend):
+    """n samples and repeated requests share one prompt pass; then each row runs its last prompt token."""
+    same = GenerationRequest(user("tell me something"), n=3, max_new_tokens=4, temperature=1.0, seed=7)
+    other = GenerationRequest(user("something else entirely"), max_new_tokens=4, temperature=0)
+    (alone,) = tiny_backend.generate([other])  # one row: nothing to share, the usual prompt pass
+    shapes = []
+    hook = tiny_backend.model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        out = tiny_backend.generate([same, other, same])
+    finally:
+        hook.remove()
+    width = max(len(tiny_backend.renderer.prompt_ids(r.messages)) for r in (same, other))
+    assert shapes[:2] == [(2, width - 1), (7, 1)]  # two distinct prompts, then all seven rows
+    assert [c.token_ids for c in out[0]] == [c.token_ids for c in out[2]]
+    assert out[1][0].token_ids == alone[0].token_ids
+
+
 def test_nucleus_sampling_keeps_the_top_p_tokens_in_proportion():
     from agents.backends.hf import sample_nucleus
 

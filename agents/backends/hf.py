@@ -2,16 +2,18 @@
 
 Requests are expanded to one row per sample, sorted by prompt length so chunks pad little,
 and cut into chunks whose rows x (prompt + new tokens) stay under ``max_batch_tokens``. Rows
-with different sampling settings share a call (see ``RowSampler``). Prompts, prefixes and scored
+with different sampling settings share a call (see ``RowSampler``); rows with the same prompt
+share one prompt pass (``_prefill_shared``). Prompts, prefixes and scored
 continuations are rendered by ``agents.chat.ChatRenderer``, the renderer the trainer uses.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from agents.backends.base import Backend, Completion, GenerationRequest, Message, one_line, truncate_at_stop
 from agents.chat import ChatRenderer
@@ -147,6 +149,7 @@ class HFBackend(Backend):
         dtype: str | None = None,
         max_batch_tokens: int = 16384,
         trust_remote_code: bool = False,
+        share_prompts: bool = True,
     ) -> None:
         super().__init__()
         self.model_name = model
@@ -157,7 +160,10 @@ class HFBackend(Backend):
             raise ModelNotAvailable(f"model '{model}': {error}") from error
         self.model.eval()
         self.device = self.model.device
+        # transformers 5.x renamed the forward's ``past_key_values`` to ``cache``.
+        self.cache_argument = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.max_batch_tokens = max_batch_tokens
+        self.share_prompts = share_prompts
 
     # -- tokens -------------------------------------------------------------------------
 
@@ -212,6 +218,27 @@ class HFBackend(Backend):
         self.stats.seconds += time.perf_counter() - started
         return out
 
+    def _prefill_shared(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
+        """A KV cache of every prompt but its last token, computed once per distinct row.
+
+        Rows with the same prompt (the n samples of a request, replicas asking the same thing)
+        would each run the whole prompt through the model, and on CPU the prompt pass is about
+        half of a generate call. Here each distinct prompt runs once, its cache is copied to the
+        rows that share it, and ``generate`` (given the cache) only runs the last prompt token
+        per row. Nothing to share: no cache, ``generate`` prefills as usual.
+        """
+        distinct, row_of = torch.unique(torch.cat([ids, mask], dim=1), dim=0, return_inverse=True)
+        if not self.share_prompts or len(distinct) == len(ids) or ids.shape[1] < 2:
+            return {}
+        width = ids.shape[1]
+        distinct_ids, distinct_mask = distinct[:, :width], distinct[:, width:]
+        positions = (distinct_mask.cumsum(-1) - 1).clamp_(min=0)
+        cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=distinct_ids[:, :-1], attention_mask=distinct_mask[:, :-1],
+                   position_ids=positions[:, :-1], use_cache=True, logits_to_keep=1, **{self.cache_argument: cache})
+        cache.batch_select_indices(row_of.to(self.device))
+        return {self.cache_argument: cache}
+
     @torch.inference_mode()
     def _generate_chunk(self, rows: list[tuple[GenerationRequest, int]], prompts: list[list[int]]) -> list[Completion]:
         ids, mask = self._left_pad(prompts)
@@ -220,6 +247,7 @@ class HFBackend(Backend):
         output = self.model.generate(
             input_ids=ids,
             attention_mask=mask,
+            **self._prefill_shared(ids, mask),
             max_new_tokens=max(request.max_new_tokens for request, _ in rows) + 1,  # +1: room for a forced EOS
             do_sample=False,
             temperature=None,
