@@ -12,6 +12,7 @@ uninterrupted one. Memory is derived state: replaying a round re-adds its final 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 from collections import defaultdict
@@ -368,8 +369,9 @@ class Round:
                                  max_new_tokens=max_new_tokens or sampling.max_new_tokens, seed=seed)
 
     def _generate(self, agent: Agent, messages: list[Message], record_id: str) -> Generate:
-        """An agent's answer request, seeded by the id of the record it will become."""
-        return Generate(self.ctx.backend(agent.model), self._request(agent, messages, self.ctx.seed_for(record_id)))
+        """An agent's answer request (continuing its reply prefix), seeded by the id of the record it will become."""
+        request = self._request(agent, messages, self.ctx.seed_for(record_id))
+        return Generate(self.ctx.backend(agent.model), dataclasses.replace(request, prefix=agent.reply_prefix))
 
     def _json_request(self, rater: Agent, answer: AnswerRecord, record_id: str):
         messages = prompts.peer_json_messages(rater.persona, answer.question, answer.text, self.config.scale)
@@ -381,6 +383,6 @@ class Round:
         return AnswerRecord(
             id=self._answer_id(assignment, version), round=self.index, phase=str(answer_phase(version)),
             agent=agent.id, group=agent.group, question_id=assignment.question_id, question=assignment.question,
-            version=version, text=completion.text.strip(), tokens=completion.num_tokens,
+            version=version, text=(agent.reply_prefix + completion.text).strip(), tokens=completion.num_tokens,
             finish_reason=completion.finish_reason, **extra,
         )

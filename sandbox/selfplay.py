@@ -153,6 +153,7 @@ class SelfPlayAgent:
     persona: str
     temperature: float = 0.7
     top_p: float = 1.0
+    reply_prefix: str = ""  # every sample continues it
 
 
 @dataclass(frozen=True)
@@ -231,11 +232,11 @@ def selfplay_group(
     The request's seed is derive_seed(seed, "selfplay", group_id, agent).
     """
     request = GenerationRequest(
-        messages=answer_messages(agent.persona, question, []), n=k, temperature=agent.temperature,
-        top_p=agent.top_p, max_new_tokens=max_new_tokens, seed=derive_seed(seed, "selfplay", group_id, agent.name),
+        messages=answer_messages(agent.persona, question, []), prefix=agent.reply_prefix, n=k,
+        temperature=agent.temperature, top_p=agent.top_p, max_new_tokens=max_new_tokens, seed=derive_seed(seed, "selfplay", group_id, agent.name),
     )
     (completions,) = yield [Generate(backend, request)]
-    samples = [c.text.strip() for c in completions]
+    samples = [(agent.reply_prefix + c.text).strip() for c in completions]
     answers = samples + [o.answer for o in opponents]  # players 0..k-1 are samples, then opponents
     first, second = np.triu_indices(k, 1)
     first = np.concatenate([first, np.repeat(np.arange(k), len(opponents))]).astype(int)

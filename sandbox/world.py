@@ -27,6 +27,7 @@ class Agent:
     model: ModelRef
     sampling: Sampling
     node: int
+    reply_prefix: str = ""  # every answer starts with it (the scenario group's reply_prefix)
 
 
 MAX_GRAPH_FILE_BYTES = 256 * 1024 * 1024  # a 100k-agent edge list is a few MiB
@@ -117,7 +118,7 @@ class World:
             for index in range(group.count):
                 self.agents.append(
                     Agent(f"{group.group}-{index}", group.group, group.persona, group.model, group.sampling,
-                          nodes[len(self.agents)])
+                          nodes[len(self.agents)], group.reply_prefix)
                 )
         self.by_node = {agent.node: agent for agent in self.agents}
         self.by_id = {agent.id: agent for agent in self.agents}

@@ -153,6 +153,11 @@ class AgentGroup(Strict):
     group: str
     count: int = Field(ge=1, le=MAX_AGENTS)
     persona: str
+    reply_prefix: str = Field(
+        "", max_length=500,
+        description="text every answer of the group starts with; the model continues it (a pre-filled "
+        "assistant turn), for what a small model will not do from its persona alone, e.g. an over-cautious "
+        "group that always begins to decline")
     model: ModelRef = Field(default_factory=ModelRef)
     sampling: Sampling = Field(default_factory=Sampling)
     seed_memories: list[SeedMemory] = Field(default_factory=list)

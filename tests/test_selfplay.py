@@ -191,3 +191,7 @@ def test_selfplay_samples_are_seeded_per_group_and_agent(backend):
 
     assert samples(1, "q1", AGENTS[0]) == samples(1, "q1", AGENTS[0])
     assert samples(1, "q1", AGENTS[0]) != samples(1, "q2", AGENTS[0])
+    # A reply prefix starts every sample; the model continues it.
+    prefixed = samples(1, "q1", SelfPlayAgent("alice", "You are kind.", reply_prefix="No, because"))
+    assert all(s.startswith("No, because") for s in prefixed)
+    assert prefixed != samples(1, "q1", AGENTS[0])

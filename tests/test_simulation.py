@@ -222,3 +222,28 @@ def test_cli_refuses_an_out_dir_holding_a_different_run(reference, scenario_file
     err = capsys.readouterr().err
     assert code == 2 and "holds a different run" in err and len(err.strip().splitlines()) == 1
     assert before == {name: (run / WORLD / name).read_text() for name in RECORDS}
+
+
+def test_a_groups_reply_prefix_starts_every_answer_and_the_model_continues_it(tiny_model_dir, tmp_path, encoder):
+    from agents.backends import GenerationRequest
+    from agents.backends.hf import HFBackend
+    from agents.prompts import answer_messages
+    from agents.seeding import derive_seed
+
+    text = SCENARIO.format(model=tiny_model_dir).replace("memory: {k: 1, threshold: -1.0}", "memory: {k: 0}")
+    text = text.replace("    persona: You are blunt.\n", "    persona: You are blunt.\n    reply_prefix: 'No, because'\n")
+    path = tmp_path / "prefixed.yaml"
+    path.write_text(text)
+    simulate(path, tmp_path / "run", encoder)
+    answers = read(tmp_path / "run" / WORLD / "answers.jsonl")
+    blunt = [a for a in answers if a["group"] == "blunt"]
+    assert blunt and all(a["text"].startswith("No, because") for a in blunt)
+    assert not any(a["text"].startswith("No, because") for a in answers if a["group"] == "kind")
+    # A draft is the prefix plus what the backend returns when asked to continue it.
+    backend = HFBackend(tiny_model_dir)
+    world_seed = derive_seed(3, "replica", 0)
+    for draft in (a for a in blunt if a["version"] == 0):
+        request = GenerationRequest(answer_messages("You are blunt.", draft["question"], []), prefix="No, because",
+                                    temperature=1.0, top_p=0.95, max_new_tokens=6, seed=derive_seed(world_seed, draft["id"]))
+        (completion,) = backend.generate([request])[0]
+        assert draft["text"] == ("No, because" + completion.text).strip()
