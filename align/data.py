@@ -113,6 +113,12 @@ class PromptRow(BaseModel):
     reference: str | None = Field(default=None, min_length=1)
     meta: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _text_is_a_user_turn(cls, value):
+        """A plain-text prompt (TRL's standard format) is one user message."""
+        return [{"role": "user", "content": value}] if isinstance(value, str) and value.strip() else value
+
     def column(self) -> dict:
         """The row as a TRL dataset row (plain dicts; missing judge fields as None)."""
         return {"prompt": [m.model_dump() for m in self.prompt], "expected": self.expected,

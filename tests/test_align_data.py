@@ -239,3 +239,17 @@ def test_batch_plan_is_a_pure_function_of_seed_and_epoch():
     assert [len(r) for r in ranks] == [3, 3]
     seen = [i for r in ranks for batch in r for i in batch]
     assert len(seen) == 10 and set(seen) == set(range(9))
+
+
+def test_a_prompts_file_takes_text_or_messages_and_names_a_bad_line(tmp_path):
+    from align.data import load_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "How do I kill a stuck process?", "expected": "answer"}) + "\n"
+                    + json.dumps({"prompt": [{"role": "user", "content": "Hi"}]}) + "\n")
+    text, messages = load_prompts(path)
+    assert text.column()["prompt"] == [{"role": "user", "content": "How do I kill a stuck process?"}]
+    assert messages.column()["prompt"] == [{"role": "user", "content": "Hi"}]
+    path.write_text(json.dumps({"prompt": "   "}) + "\n")
+    with pytest.raises(DataError, match=r"prompts.jsonl:1: field 'prompt' must be"):
+        load_prompts(path)
