@@ -7,8 +7,11 @@
    overhead: prompts, memory, records, manifest). Dependent phases cannot run as one call, so
    this replay, not "the whole round in one call", is the ceiling. ``in calls`` is the
    seconds the run itself spent inside those calls, so ``replay / in calls`` separates noise
-   in the model's speed (the same calls timed twice) from time spent outside the model. Run
-   with replicas 1 and 4, ``--repeat`` times each (alternating) to show the spread.
+   in the model's speed (the same calls timed twice) from time spent outside the model. The
+   encoder's calls (memory recall, similarity to the reference: ``Embed`` requests, batched by
+   the scheduler like model calls) are replayed too; ``models only`` leaves them out, as this
+   bench did before. Run with replicas 1 and 4, ``--repeat`` times each (alternating) to show
+   the spread.
 2. Replicas: ``--replicas 4`` in one process against the same four worlds run one after the
    other (same loaded model, same records): wall-time ratio.
 
@@ -63,6 +66,28 @@ class RecordingBackend(HFBackend):
         return time.perf_counter() - started
 
 
+class RecordingEncoder(Encoder):
+    """The real encoder, keeping every call's texts (and seconds) so they can be replayed."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.recorded: list[tuple[list[str], float]] = []
+
+    def encode(self, texts):
+        started = time.perf_counter()
+        vectors = super().encode(texts)
+        self.recorded.append((list(texts), time.perf_counter() - started))
+        return vectors
+
+    def replay(self) -> float:
+        """Seconds to encode the recorded texts again, call by call (then forget them)."""
+        calls, self.recorded = self.recorded, []
+        started = time.perf_counter()
+        for texts, _ in calls:
+            Encoder.encode(self, texts)
+        return time.perf_counter() - started
+
+
 class RecordingPool(BackendPool):
     def get(self, kind, model, **options):
         key = repr((kind, model, sorted(options.items())))
@@ -90,8 +115,9 @@ def main() -> None:
     args = parser.parse_args()
 
     loaded = load_scenario(args.scenario)
-    encoder = Encoder(loaded.scenario.memory.embedder)
+    encoder = RecordingEncoder(loaded.scenario.memory.embedder)
     encoder.encode(["Hello"])  # the encoder's first-call costs, outside the timed runs too
+    encoder.recorded.clear()
     pool = RecordingPool()
     for ref in models_of(plan_worlds([loaded])):
         warm = pool.get(ref.backend, ref.name, **ref.options)  # load, and pay first-call costs here
@@ -101,18 +127,20 @@ def main() -> None:
     print(f"scenario {args.scenario}, {args.rounds} round(s), model(s): "
           f"{', '.join(b.model_name for b in pool.backends())}")
     print(f"{'':<34}{'simulation s':>13}{'in calls s':>11}{'replay s':>10}{'calls':>7}"
-          f"{'replay/sim':>12}{'replay/in calls':>17}")
+          f"{'replay/sim':>12}{'replay/in calls':>17}{'models only: replay/sim':>25}")
     walls: dict[int, float] = {}  # the last measurement per replica count
     for _ in range(args.repeat):
         for replicas in (4, 1):
             worlds = plan_worlds([loaded], replicas=replicas)
             wall, manifest = timed_run(worlds, args.rounds, pool, encoder)
-            calls = sum(len(b.recorded) for b in pool.backends())
-            in_calls = sum(seconds for b in pool.backends() for *_, seconds in b.recorded)
-            replay = sum(backend.replay() for backend in pool.backends())
+            calls = sum(len(b.recorded) for b in pool.backends()) + len(encoder.recorded)
+            in_calls = (sum(seconds for b in pool.backends() for *_, seconds in b.recorded)
+                        + sum(seconds for _, seconds in encoder.recorded))
+            model_replay = sum(backend.replay() for backend in pool.backends())
+            replay = model_replay + encoder.replay()
             walls[replicas] = wall
             print(f"{f'orchestration, replicas {replicas}':<34}{wall:>13.1f}{in_calls:>11.1f}{replay:>10.1f}"
-                  f"{calls:>7}{replay / wall:>12.2f}{replay / in_calls:>17.2f}")
+                  f"{calls:>7}{replay / wall:>12.2f}{replay / in_calls:>17.2f}{model_replay / wall:>25.2f}")
             print(f"{'':<34}({manifest['tokens_generated']} tokens, {manifest['counts']})")
 
     # World r0 alone was the replicas-1 run; run r1..r3 alone too.
@@ -120,6 +148,7 @@ def main() -> None:
                                 for world in plan_worlds([loaded], replicas=4)[1:])
     for backend in pool.backends():
         backend.recorded.clear()
+    encoder.recorded.clear()
     print(f"replicas 4 in one process: {walls[4]:.1f} s; the same four worlds one after another: {sequential:.1f} s; "
           f"ratio {walls[4] / sequential:.2f}")
 
