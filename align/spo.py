@@ -57,14 +57,18 @@ def backend_judge(backend: Backend, criterion: str = DEFAULT_CRITERION) -> Pairw
     return judge
 
 
-def zero_spread_share(rewards: Sequence[float | None], group_size: int) -> float:
-    """The share of groups whose K rewards are all equal: GRPO's advantage is 0 there, no signal."""
-    grouped = np.asarray([math.nan if r is None else r for r in rewards], dtype=float).reshape(-1, group_size)
-    if not grouped.size:
-        return 0.0
+def without_spread(values: Sequence[float | None], group_size: int) -> np.ndarray:
+    """Per group of K consecutive values: are they all equal? (GRPO's advantage is 0 there: no signal.)"""
+    grouped = np.asarray([math.nan if v is None else v for v in values], dtype=float).reshape(-1, group_size)
     unread = np.isnan(grouped)  # unscorable samples are left out; an all-unscorable group has no spread
     spread = np.where(unread, -np.inf, grouped).max(axis=1) - np.where(unread, np.inf, grouped).min(axis=1)
-    return float(np.mean(~(spread > 1e-9)))
+    return ~(spread > 1e-9)
+
+
+def zero_spread_share(rewards: Sequence[float | None], group_size: int) -> float:
+    """The share of groups whose K rewards are all equal."""
+    flags = without_spread(rewards, group_size)
+    return float(np.mean(flags)) if flags.size else 0.0
 
 
 def _text(message_or_text) -> str:
@@ -78,8 +82,10 @@ class SPOReward:
     Pairwise judges compare every pair in both orders; pointwise ``scorers`` (a score per
     completion in TRL's reward signature, e.g. sandbox.verifiers.reward_function) vote within
     the group: the higher score wins, equal scores tie, no score abstains. ``history`` keeps, per
-    call, the groups' rewards, the share with no spread, and each pairwise judge's position bias
-    (also sent to TRL's ``log_metric``, so they land in the run's logs).
+    call, the groups' rewards, the share with no spread, the same share per scorer (a judge whose
+    scores never differ within a group, such as the decline judge when no sample declines, adds
+    no signal) and each pairwise judge's position bias (also sent to TRL's ``log_metric``, so
+    they land in the run's logs).
     """
 
     def __init__(self, judges: Sequence[PairwiseJudgeFn], group_size: int, scorers: Sequence[Callable] = ()) -> None:
@@ -100,7 +106,7 @@ class SPOReward:
         a, b = (starts[:, None] + first).ravel(), (starts[:, None] + second).ravel()
         forward = [(questions[i], answers[i], answers[j]) for i, j in zip(a, b)]
         backward = [(q, y, x) for q, x, y in forward]
-        outcomes, biases = [], []
+        outcomes, biases, scorer_spread = [], [], {}
         for judge in self.judges:
             reads = np.array([math.nan if p is None else p for p in judge(forward + backward)], dtype=float)
             outcomes.append(debias(reads[: len(forward)], reads[len(forward) :])[0].reshape(len(starts), -1))
@@ -109,17 +115,23 @@ class SPOReward:
             scores = np.array([math.nan if v is None else v for v in scorer(prompts=prompts, completions=completions,
                                                                              **kwargs)], dtype=float)
             outcomes.append(((np.sign(scores[a] - scores[b]) + 1) / 2).reshape(len(starts), -1))
+            name = getattr(scorer, "__name__", f"scorer{len(scorer_spread)}")
+            scorer_spread[name] = without_spread(scores.tolist(), k).tolist()
         rewards: list[float | None] = []
         for g in range(len(starts)):
             p = np.concatenate([o[g] for o in outcomes])
             rates = win_rates(k, np.tile(first, len(outcomes)), np.tile(second, len(outcomes)), p)
             rewards += [None if math.isnan(r) else float(r) for r in rates]
         entry = {"groups": len(starts), "questions": [questions[s] for s in starts], "rewards": rewards,
-                 "zero_spread_share": zero_spread_share(rewards, k), "position_bias": biases}
+                 "zero_spread_share": zero_spread_share(rewards, k),
+                 "scorer_zero_spread": {name: float(np.mean(flags)) for name, flags in scorer_spread.items()},
+                 "scorer_without_spread": scorer_spread, "position_bias": biases}
         self.history.append(entry)
         log_metric = kwargs.get("log_metric")
         if log_metric is not None:
             log_metric("spo/zero_spread_share", entry["zero_spread_share"])
+            for name, share in entry["scorer_zero_spread"].items():
+                log_metric(f"spo/{name}_zero_spread_share", share)
             for index, bias in enumerate(biases):
                 if bias["first_slot_rate"] is not None:
                     log_metric(f"spo/judge{index}_first_slot_rate", bias["first_slot_rate"])
@@ -259,7 +271,8 @@ class SPOTrainer:
         summary = {"zero_spread_share": result.zero_spread_share,
                    "groups": sum(h["groups"] for h in result.reward_history),
                    "steps": [{"zero_spread_share": h["zero_spread_share"], "rewards": h["rewards"],
-                              "position_bias": h["position_bias"]} for h in result.reward_history]}
+                              "scorer_zero_spread": h["scorer_zero_spread"], "position_bias": h["position_bias"]}
+                             for h in result.reward_history]}
         write_atomic(self.run_dir.path / "spo_summary.json", json.dumps(summary, indent=2) + "\n")
         step = history[-1].get("step", len(history)) if history else 0
         return TrainResult(self.run_dir.path, self.run_dir.path, step, history)

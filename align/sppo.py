@@ -149,7 +149,9 @@ def sppo_iteration_data(context: IterationContext) -> list[dict]:
                 "score_rejected": group[rejected],
                 "source": "sppo",
                 "meta": {**row.meta, "iteration": context.iteration, "group": g, "samples": [chosen, rejected],
-                         "win_rates": group, "position_bias": judged["position_bias"]},
+                         "win_rates": group, "position_bias": judged["position_bias"],
+                         "judges_without_spread": [name for name, flags in judged["scorer_without_spread"].items()
+                                                   if flags[g]]},
             })
     if not out:
         raise DataError(f"iteration {context.iteration}: no reply could be judged, so there is nothing to train on")

@@ -61,6 +61,22 @@ def test_reward_refuses_split_groups():
         reward(prompts=[user("q1")] * 3, completions=[assistant("a")] * 3)
 
 
+def test_a_scorer_that_never_separates_a_groups_samples_is_reported():
+    from sandbox.verifiers import VerifiableJudges, reward_function
+
+    decline = reward_function(VerifiableJudges({"decline": 1.0}), "decline")
+    reward = spo_reward([], group_size=2, scorers=[decline])
+    logged = {}
+    texts = ["Open the settings, then reset it.", "First, open the settings app.",  # both answer
+             "I can't help with that.", "Mix the two and heat them."]  # one declines
+    reward(prompts=[user("q1")] * 2 + [user("q2")] * 2, completions=[assistant(t) for t in texts],
+           expected=["decline"] * 4, log_metric=lambda name, value: logged.setdefault(name, value))
+    entry = reward.history[-1]
+    assert entry["scorer_without_spread"] == {"verifiable_decline": [True, False]}
+    assert entry["scorer_zero_spread"] == {"verifiable_decline": 0.5}
+    assert logged["spo/verifiable_decline_zero_spread_share"] == 0.5
+
+
 def test_zero_spread_share():
     assert zero_spread_share([0.5, 0.5, 1.0, 0.0, None, None], 2) == pytest.approx(2 / 3)
 

@@ -101,6 +101,8 @@ def test_one_sppo_iteration_on_the_tiny_model(tmp_path, tiny_model_dir, capsys):
         assert (row["score_chosen"], row["score_rejected"]) == (rates[chosen], rates[rejected])
         assert rates[chosen] == max(rates) and rates[rejected] == min(rates)
         assert row["prompt"] == prompt["prompt"] and row["meta"]["iteration"] == 1 and row["source"] == "sppo"
+        assert set(row["meta"]["judges_without_spread"]) <= {"verifiable_decline", "verifiable_reference"}
+    assert "verifiable_reference" in data[1]["meta"]["judges_without_spread"]  # no reference: it abstains
     recorded = json.loads((iterate / "train_config.json").read_text())
     assert recorded["method"] == "sppo" and recorded["model"] == tiny_model_dir  # iterate 0 is the reference
     rows = [json.loads(line) for line in (out / "iterations.jsonl").read_text().splitlines()]
