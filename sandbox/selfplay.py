@@ -233,7 +233,8 @@ def selfplay_group(
     """
     request = GenerationRequest(
         messages=answer_messages(agent.persona, question, []), prefix=agent.reply_prefix, n=k,
-        temperature=agent.temperature, top_p=agent.top_p, max_new_tokens=max_new_tokens, seed=derive_seed(seed, "selfplay", group_id, agent.name),
+        temperature=agent.temperature, top_p=agent.top_p, max_new_tokens=max_new_tokens,
+        seed=derive_seed(seed, "selfplay", group_id, agent.name),
     )
     (completions,) = yield [Generate(backend, request)]
     samples = [(agent.reply_prefix + c.text).strip() for c in completions]

@@ -227,8 +227,10 @@ class HFBackend(Backend):
         rows that share it, and ``generate`` (given the cache) only runs the last prompt token
         per row. Nothing to share: no cache, ``generate`` prefills as usual.
         """
+        if not self.share_prompts or len(ids) < 2 or ids.shape[1] < 2:
+            return {}
         distinct, row_of = torch.unique(torch.cat([ids, mask], dim=1), dim=0, return_inverse=True)
-        if not self.share_prompts or len(distinct) == len(ids) or ids.shape[1] < 2:
+        if len(distinct) == len(ids):
             return {}
         width = ids.shape[1]
         distinct_ids, distinct_mask = distinct[:, :width], distinct[:, width:]
