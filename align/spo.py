@@ -116,7 +116,7 @@ class SPOReward:
                                                                              **kwargs)], dtype=float)
             outcomes.append(((np.sign(scores[a] - scores[b]) + 1) / 2).reshape(len(starts), -1))
             name = getattr(scorer, "__name__", f"scorer{len(scorer_spread)}")
-            scorer_spread[name] = without_spread(scores.tolist(), k).tolist()
+            scorer_spread[name] = without_spread(scores, k).tolist()
         rewards: list[float | None] = []
         for g in range(len(starts)):
             p = np.concatenate([o[g] for o in outcomes])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from simulation import RecordingBackend, RecordingPool, timed_run
+from simulation import RecordingBackend, RecordingEncoder, RecordingPool, timed_run
 
 from agents.backends import GenerationRequest
 from agents.backends.hf import HFBackend
@@ -53,18 +53,15 @@ class TimedBackend(RecordingBackend):
         return self._timed("next_token_logprobs", prompts, candidates, prefix)
 
 
-class TimedEncoder(Encoder):
+class TimedEncoder(RecordingEncoder):
     """The real encoder, its calls on the backends' timeline."""
 
     def __init__(self, name: str, timeline: list) -> None:
         super().__init__(name)
         self.timeline = timeline
 
-    def encode(self, texts):
-        started = time.perf_counter()
-        vectors = super().encode(texts)
-        self.timeline.append(("encode", (list(texts),), started, time.perf_counter()))
-        return vectors
+    def _record(self, texts: list[str], started: float, ended: float) -> None:
+        self.timeline.append(("encode", (texts,), started, ended))
 
 
 class TimedPool(RecordingPool):

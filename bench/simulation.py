@@ -76,8 +76,11 @@ class RecordingEncoder(Encoder):
     def encode(self, texts):
         started = time.perf_counter()
         vectors = super().encode(texts)
-        self.recorded.append((list(texts), time.perf_counter() - started))
+        self._record(list(texts), started, time.perf_counter())
         return vectors
+
+    def _record(self, texts: list[str], started: float, ended: float) -> None:
+        self.recorded.append((texts, ended - started))
 
     def replay(self) -> float:
         """Seconds to encode the recorded texts again, call by call (then forget them)."""

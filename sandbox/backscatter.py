@@ -12,7 +12,6 @@ uninterrupted one. Memory is derived state: replaying a round re-adds its final 
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import statistics
 from collections import defaultdict
@@ -363,15 +362,16 @@ class Round:
         return self.ctx.record_id(self.index, assignment.agent.id, assignment.question_id, version)
 
     def _request(self, agent: Agent, messages: list[Message], seed: int,
-                 max_new_tokens: int | None = None) -> GenerationRequest:
+                 max_new_tokens: int | None = None, prefix: str = "") -> GenerationRequest:
         sampling = agent.sampling
-        return GenerationRequest(messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
-                                 max_new_tokens=max_new_tokens or sampling.max_new_tokens, seed=seed)
+        return GenerationRequest(messages=messages, prefix=prefix, temperature=sampling.temperature,
+                                 top_p=sampling.top_p, max_new_tokens=max_new_tokens or sampling.max_new_tokens,
+                                 seed=seed)
 
     def _generate(self, agent: Agent, messages: list[Message], record_id: str) -> Generate:
         """An agent's answer request (continuing its reply prefix), seeded by the id of the record it will become."""
-        request = self._request(agent, messages, self.ctx.seed_for(record_id))
-        return Generate(self.ctx.backend(agent.model), dataclasses.replace(request, prefix=agent.reply_prefix))
+        request = self._request(agent, messages, self.ctx.seed_for(record_id), prefix=agent.reply_prefix)
+        return Generate(self.ctx.backend(agent.model), request)
 
     def _json_request(self, rater: Agent, answer: AnswerRecord, record_id: str):
         messages = prompts.peer_json_messages(rater.persona, answer.question, answer.text, self.config.scale)
