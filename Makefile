@@ -77,7 +77,9 @@ screenshot:
 	chromium --headless --disable-gpu --no-sandbox --hide-scrollbars --window-size=1280,2400 \
 	    --screenshot=docs/report.png file://$(abspath $(DEMO_REPORT))
 
+# The browser tests need Debian's chromium: installed here when missing and root, else a hint.
 test: install
+	tests/browser_setup.sh
 	$(BIN)/pytest
 
 test-fast: install
