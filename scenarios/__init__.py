@@ -1,7 +1,8 @@
 """What is simulated: the scenario schema, the loader, built-in scenarios and question banks."""
 
+from scenarios.banks import builtin_banks, load_bank
 from scenarios.errors import ScenarioError
-from scenarios.loader import LoadedScenario, builtin_banks, builtin_scenarios, load_bank, load_scenario
+from scenarios.loader import LoadedScenario, builtin_scenarios, load_scenario
 from scenarios.schema import (
     AgentGroup,
     BackScatterConfig,

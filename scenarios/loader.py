@@ -1,4 +1,4 @@
-"""Load scenarios and question banks from YAML, by path or built-in name.
+"""Load scenarios from YAML, by path or built-in name, with their questions (scenarios.banks).
 
 Errors name the file, the field path and its line, e.g.
 ``quick.yaml:12: agents.0.count: Input should be greater than or equal to 1``.
@@ -9,103 +9,37 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
-from agents.bounded import MAX_YAML_BYTES, BoundedInputError, check_size, load_yaml
 from scenarios.arithmetic import Difficulty, problems
+from scenarios.banks import load_bank, locate, read_yaml, validate
 from scenarios.errors import ScenarioError
-from scenarios.schema import ArithmeticQuestions, Question, QuestionBank, Scenario
+from scenarios.question_files import load_questions
+from scenarios.schema import ArithmeticQuestions, Question, Scenario
 
 PACKAGE_DIR = Path(__file__).parent
 BUILTIN_DIR = PACKAGE_DIR / "builtin"
-BANK_DIR = PACKAGE_DIR / "questions"
-
-Model = TypeVar("Model", bound=BaseModel)
 
 
 def builtin_scenarios() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
-def builtin_banks() -> list[str]:
-    return sorted(p.stem for p in BANK_DIR.glob("*.yaml"))
+QUESTION_FILE_SUFFIXES = (".jsonl", ".csv", ".tsv")
 
 
-def _line_numbers(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
-    """Map every field path in a composed YAML tree to its 1-based line."""
-    lines = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = (*path, key.value)
-            lines.update(_line_numbers(value, child))
-            lines[child] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, value in enumerate(node.value):
-            lines.update(_line_numbers(value, (*path, index)))
-    return lines
-
-
-def _read_yaml(path: Path) -> tuple[str, object, dict[tuple, int]]:
-    try:
-        check_size(path, MAX_YAML_BYTES, "the YAML file")
-        text = path.read_text(encoding="utf-8")
-    except BoundedInputError as error:
-        raise ScenarioError(str(error)) from None
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScenarioError(f"{path}: cannot read ({error})") from None
-    try:
-        data, node = load_yaml(path, text)
-    except BoundedInputError as error:
-        raise ScenarioError(str(error)) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ScenarioError(f"{path}{where}: malformed YAML: {problem}") from None
-    return text, data, _line_numbers(node) if node is not None else {}
-
-
-def _validate(model: type[Model], data: object, path: Path, lines: dict[tuple, int]) -> Model:
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: expected a mapping of fields at the top level")
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        location = tuple(first["loc"])
-        # The nearest enclosing field that exists in the file tells the line.
-        line = next((lines[location[:n]] for n in range(len(location), -1, -1) if location[:n] in lines), None)
-        field = ".".join(str(part) for part in location) or "(top level)"
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling)"
-        elif first["type"] == "value_error":  # our validators' own words, without pydantic's prefix
-            message = str(first["ctx"]["error"])
-        where = f":{line}" if line else ""
-        raise ScenarioError(f"{path}{where}: {field}: {message}") from None
-
-
-def load_bank(name_or_path: str, relative_to: Path | None = None) -> QuestionBank:
-    path = _locate(name_or_path, BANK_DIR, relative_to, "question bank", builtin_banks())
-    _, data, lines = _read_yaml(path)
-    return _validate(QuestionBank, data, path, lines)
-
-
-def _locate(name_or_path: str, builtin_dir: Path, relative_to: Path | None, what: str, names: list[str]) -> Path:
-    builtin = builtin_dir / f"{name_or_path}.yaml"
-    if builtin.exists() and "/" not in name_or_path:
-        return builtin
-    path = Path(name_or_path).expanduser()
-    if not path.is_absolute() and relative_to is not None:
-        path = relative_to / path
-    if not path.exists():
-        raise ScenarioError(f"{name_or_path}: no such {what} file, and not a built-in one ({', '.join(names)})")
-    return path
+def _bank_questions(bank: str, relative_to: Path) -> tuple[list[Question], object]:
+    """A bank YAML (or built-in name) with its own splits, or a question file `eval` reads (JSONL,
+    CSV, TSV), so a user's file needs no conversion: all of its questions are training questions.
+    Also what the scenario's sha256 covers (for a bank YAML, the whole bank)."""
+    path = Path(bank).expanduser()
+    if path.suffix.lower() not in QUESTION_FILE_SUFFIXES:
+        loaded = load_bank(bank, relative_to)
+        return list(loaded.questions), loaded.model_dump()
+    questions = [question.model_copy(update={"split": "train"})
+                 for question in load_questions(path if path.is_absolute() else relative_to / path)]
+    return questions, [question.model_dump() for question in questions]
 
 
 def arithmetic_questions(config: ArithmeticQuestions) -> list[Question]:
@@ -131,19 +65,19 @@ class LoadedScenario:
 
 
 def load_scenario(name_or_path: str | Path) -> LoadedScenario:
-    path = _locate(str(name_or_path), BUILTIN_DIR, None, "scenario", builtin_scenarios())
-    text, data, lines = _read_yaml(path)
-    scenario = _validate(Scenario, data, path, lines)
+    path = locate(str(name_or_path), BUILTIN_DIR, None, "scenario", builtin_scenarios())
+    text, data, lines = read_yaml(path)
+    scenario = validate(Scenario, data, path, lines)
     questions = list(scenario.questions.inline)
     digest = hashlib.sha256(text.encode())
     if scenario.questions.bank:
         try:
-            bank = load_bank(scenario.questions.bank, relative_to=path.parent)
+            banked, identity = _bank_questions(scenario.questions.bank, path.parent)
         except ScenarioError as error:
             line = lines.get(("questions", "bank"))
             raise ScenarioError(f"{path}:{line}: questions.bank: {error}") from None
-        questions += bank.questions
-        digest.update(yaml.safe_dump(bank.model_dump(), sort_keys=True).encode())
+        questions += banked
+        digest.update(yaml.safe_dump(identity, sort_keys=True).encode())
     if scenario.questions.arithmetic:
         try:
             generated = arithmetic_questions(scenario.questions.arithmetic)

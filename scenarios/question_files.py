@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agents.bounded import BoundedInputError, check_size, read_jsonl
+from scenarios.banks import builtin_banks, load_bank
 from scenarios.errors import ScenarioError
-from scenarios.loader import builtin_banks, load_bank
 from scenarios.schema import Question
 
 PROMPT_COLUMNS = ("prompt", "question", "text", "behavior")

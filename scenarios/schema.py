@@ -118,7 +118,8 @@ class ArithmeticQuestions(Strict):
 
 
 class QuestionsConfig(Strict):
-    bank: str | None = Field(None, description="built-in bank name or a YAML file path")
+    bank: str | None = Field(
+        None, description="built-in bank name, a bank YAML, or a question file as eval reads it (JSONL, CSV, TSV)")
     inline: list[Question] = Field(default_factory=list)
     arithmetic: ArithmeticQuestions | None = Field(None, description="generated arithmetic problems with exact answers")
     categories: list[str] | None = Field(None, description="keep only these categories")
