@@ -57,3 +57,14 @@ def output_file(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text} is a directory, expected a file path")
     output_dir(str(path.parent))
     return text
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every `--help` shows each option's default and keeps a description's own line breaks.
+
+    A default of None or False says nothing (the option is simply off), so it is not shown."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help or ""
+        return super()._get_help_string(action)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import pkgutil
 import sys
+from importlib.metadata import version
 
 import socialign.commands as commands_package
+from socialign.arguments import HelpFormatter
 from socialign.errors import user_error_types
 
 
@@ -16,7 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="socialign",
         description="Simulate a society of LM agents to manufacture alignment data; train on it.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('socialign')}")
+    # Every command's parser shows its defaults in --help.
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND",
+        parser_class=functools.partial(argparse.ArgumentParser, formatter_class=HelpFormatter),
+    )
     for info in sorted(pkgutil.iter_modules(commands_package.__path__), key=lambda m: m.name):
         importlib.import_module(f"socialign.commands.{info.name}").register(subparsers)
     return parser

@@ -13,11 +13,11 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("chat", help="answer a batch of prompts with one batched backend call")
     parser.add_argument("prompts", nargs="+", help="user messages, one request each")
     parser.add_argument("--model", default=DEFAULT_CHAT_MODEL, help="alias, local path or hub id")
-    parser.add_argument("--backend", default="hf", choices=["hf", "openai", "vllm"])
+    parser.add_argument("--backend", default="hf", choices=["hf", "openai", "vllm"], help="generation backend")
     parser.add_argument("--base-url", help="server URL for the openai backend")
-    parser.add_argument("--max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS), default=96)
-    parser.add_argument("--temperature", type=at_least(0.0, float, 100.0), default=0.3)
-    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS), default=96, help="token budget of each reply")
+    parser.add_argument("--temperature", type=at_least(0.0, float, 100.0), default=0.3, help="sampling temperature (0: greedy)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the samples")
     parser.set_defaults(func=run)
 
 

@@ -9,7 +9,7 @@ from scenarios.schema import RANK_BY
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("export", help="turn a run's records into TRL-format training files")
-    parser.add_argument("run_dir")
+    parser.add_argument("run_dir", help="a run directory (what simulate --out wrote)")
     parser.add_argument("--rank-by", default=None, metavar="|".join(RANK_BY),
                         help="rank answers by one judge or the judges' weighted mix (default: the scenario's judges.rank_by)")
     parser.set_defaults(func=run)

@@ -16,7 +16,7 @@ SHOWN_CHARS = 240
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("inspect", help="summarise a run directory")
-    parser.add_argument("run_dir")
+    parser.add_argument("run_dir", help="a run directory (what simulate --out wrote)")
     parser.set_defaults(func=run)
 
 

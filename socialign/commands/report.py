@@ -8,7 +8,7 @@ from socialign.arguments import output_dir, output_file
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("report", help="write a self-contained HTML report of a run")
-    parser.add_argument("run_dir")
+    parser.add_argument("run_dir", help="a run directory (what simulate --out wrote)")
     parser.add_argument("--train", nargs="+", action="extend", default=[], metavar="DIR",
                         help="training output directories whose metrics.jsonl to plot")
     parser.add_argument("--eval", metavar="DIR", help="an evaluation directory (its eval.json) or eval.json file")

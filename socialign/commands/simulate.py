@@ -17,8 +17,8 @@ MAX_WORKERS = 4096
 def register(subparsers) -> None:
     parser = subparsers.add_parser("simulate", help="run scenarios and record their alignment data")
     parser.add_argument("scenarios", nargs="+", metavar="scenario",
-                        help="built-in scenario name (quick, classic, community, selfplay, arithmetic, mcts-social) "
-                             "or a YAML path; several run together")
+                        help="built-in scenario name (`socialign scenarios` lists them) or a YAML path; several run "
+                             "together")
     parser.add_argument("--out", required=True, type=output_dir, help="run directory (created; must be empty or this run)")
     parser.add_argument("--rounds", type=at_least(1, int, MAX_ROUNDS), help="override every scenario's number of rounds")
     parser.add_argument("--replicas", type=at_least(1, int, MAX_REPLICAS),
