@@ -246,6 +246,7 @@ class JudgeSettings:
 class SPOConfig(JudgeSettings, TrainConfig):
     """SPO (Swamy et al. 2024), online: reward = in-group win rate of K samples, GRPO with a KL term."""
 
+    lr: float | None = field(default=None, metadata={"help": f"learning rate (default: {DEFAULT_LR['full']:g})"})
     k: int = field(default=4, metadata={"help": "samples per prompt (a group, never split across processes)"})
     batch_size: int = field(default=2, metadata={"help": "groups (prompts) per device per step"})
     beta: float = field(default=0.04, metadata={"help": "KL pull towards the starting model"})

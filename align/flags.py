@@ -5,7 +5,12 @@ A field `max_steps: int | None = field(default=None, metadata={"help": ...})` be
 `--x/--no-x`; an optional nested dataclass (`lora: LoraSettings | None`) becomes a switch `--lora`
 plus one `--lora-<field>` per field of the nested class. Adding a field to a config is the
 whole job of adding a flag. Fields are grouped by the class that declares them, so `--help`
-shows a method's own options apart from the shared ones.
+shows a method's own options apart from the shared ones. A method that cannot use a field
+(`exclude`) gets no flag for it: `--help` lists only what the method takes.
+
+`config_defaults` reads the same fields from a mapping (a `--config` YAML file) into the
+parser's defaults, converted and checked as the flags are, so flags given on the command line
+override the file.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from typing import Any, Literal
 _SCALARS = (int, float, str)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """Add one flag per field of `config_class` (a dataclass), grouped by declaring class."""
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, exclude: frozenset[str] = frozenset()) -> None:
+    """Add one flag per field of `config_class` (a dataclass) but `exclude`, grouped by declaring class."""
     hints = typing.get_type_hints(config_class)
     for owner in reversed([c for c in config_class.__mro__ if dataclasses.is_dataclass(c)]):
-        own = [f for f in dataclasses.fields(config_class) if _declaring_class(config_class, f.name) is owner]
+        own = [f for f in dataclasses.fields(config_class)
+               if _declaring_class(config_class, f.name) is owner and f.name not in exclude]
         if not own:
             continue
         group = parser.add_argument_group(owner.__name__, _first_line(owner))
@@ -35,11 +41,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
                 _add_nested(parser, group, item, nested)
 
 
-def config_from_args(config_class: type, args: argparse.Namespace):
-    """The config the parsed flags describe; the dataclass's own checks raise ValueError."""
+def config_from_args(config_class: type, args: argparse.Namespace, exclude: frozenset[str] = frozenset()):
+    """The config the parsed flags describe (an excluded field keeps its default); the dataclass's
+    own checks raise ValueError."""
     hints = typing.get_type_hints(config_class)
     values: dict[str, Any] = {}
     for item in dataclasses.fields(config_class):
+        if item.name in exclude:
+            continue
         nested = _nested_dataclass(hints[item.name])
         if nested is None:
             values[item.name] = getattr(args, item.name)
@@ -50,6 +59,47 @@ def config_from_args(config_class: type, args: argparse.Namespace):
         else:
             values[item.name] = None
     return config_class(**values)
+
+
+def config_defaults(parser: argparse.ArgumentParser, config_class: type, values: dict,
+                    exclude: frozenset[str] = frozenset()) -> None:
+    """Set the parser's defaults from `values`, keyed by field name (`max_steps` or `max-steps`); a
+    nested settings field takes a mapping of its own fields (`lora: {r: 8}`) or `true`. Each value
+    goes through its flag's type and choices; a problem raises ValueError naming the field."""
+    fields = {f.name for f in dataclasses.fields(config_class)} - exclude
+    actions = {action.dest: action for action in parser._actions}
+    defaults: dict[str, Any] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in fields:
+            raise ValueError(f"{key}: not an option of this method (see --help)")
+        if isinstance(value, dict) and _nested_dataclass(typing.get_type_hints(config_class)[name]):
+            defaults[name] = True
+            for sub, sub_value in value.items():
+                dest = f"{name}_{str(sub).replace('-', '_')}"
+                if dest not in actions:
+                    raise ValueError(f"{key}.{sub}: not a field of {name}")
+                defaults[dest] = _converted(actions[dest], sub_value, f"{key}.{sub}")
+        else:
+            defaults[name] = _converted(actions[name], value, str(key))
+    parser.set_defaults(**defaults)
+
+
+def _converted(action: argparse.Action, value, key: str):
+    """A file's value as its flag would parse it (YAML reads `1e-5` as text, so text is converted)."""
+    if action.nargs == 0:  # a switch: --x/--no-x, or --lora
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if value is None:
+        return None
+    try:
+        converted = action.type(value if isinstance(value, str) else str(value)) if action.type else value
+    except ValueError:
+        raise ValueError(f"{key}: expected {action.metavar or action.type.__name__}, got {value!r}") from None
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(f"{key}: {converted!r} is not one of {', '.join(map(str, action.choices))}")
+    return converted
 
 
 def _add_scalar(group, item: dataclasses.Field, hint, flag: str, dest: str) -> None:

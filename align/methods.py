@@ -29,6 +29,8 @@ class Method:
     # An iterative method whose trainer's own data (a JSONL file, or a run directory's export) may
     # be given as --data instead: then it trains once on that data, with no iterations.
     trains_exports: bool = False
+    # Options the method cannot use ("lora", "resume"): no flag is offered for them.
+    unsupported: frozenset[str] = frozenset()
 
     def trainer_class(self):
         return _resolve(self.trainer)
@@ -103,6 +105,7 @@ register_method(
             "prompts JSONL ({prompt, expected?, reference?}), or a run directory (uses RUN/export/prompts.jsonl)"
         ),
         summary=("loss", "reward", "kl", "zero_spread_share"),
+        unsupported=frozenset({"lora", "resume"}),  # TRL's GRPOTrainer runs it; neither is wired up yet
     )
 )
 register_method(
