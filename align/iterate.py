@@ -37,10 +37,12 @@ from align.config import IterationSettings, TrainConfig
 from align.errors import DataError
 from align.methods import Method, get_method
 from align.plots import plot_iterations
+from align.progress import progress_bar
 from align.rundir import RunDir
 
 ITERATION_DIR = re.compile(r"iter-(\d+)")
 DONE_FIELDS = ("iteration", "model", "eval", "train")
+SAMPLE_ROWS = 64  # sampled replies per generate call: the bar moves, the batches stay large
 
 
 @dataclass
@@ -63,6 +65,18 @@ class IterationContext:
 
             self._backend = HFBackend(self.model)
         return self._backend
+
+    def generate(self, requests: list) -> list:
+        """The current iterate's completions of `requests`, a slice per call under a progress bar.
+        A seeded request's completion does not depend on what else is in its batch, so slicing
+        changes no reply."""
+        backend, out = self.backend(), []
+        per_call = max(1, SAMPLE_ROWS // max(request.n for request in requests)) if requests else 1
+        with progress_bar(total=len(requests), desc=f"sampling, iteration {self.iteration}", unit="prompt") as bar:
+            for start in range(0, len(requests), per_call):
+                out += backend.generate(requests[start : start + per_call])
+                bar.update(len(requests[start : start + per_call]))
+        return out
 
 
 # An evaluator: (model to load, directory to write its report in, config, the starting model to

@@ -30,7 +30,6 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import SAFE_WEIGHTS_NAME, set_seed
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from align.batching import BatchPlan
@@ -38,6 +37,7 @@ from align.config import LoraSettings, TrainConfig
 from align.logprobs import completion_logps, per_row, token_logps
 from align.plots import plot_metrics
 from align.processes import cpu_process_group
+from align.progress import progress_bar
 from align.rundir import RunDir
 
 
@@ -157,7 +157,7 @@ class Trainer:
         main = self.accelerator.is_main_process
         if main:
             self.run_dir.rewind_metrics(step)
-        progress = tqdm(total=self.total_steps, initial=step, desc="train", disable=not main)
+        progress = progress_bar(total=self.total_steps, initial=step, desc="train", disable=not main)
         while step < self.total_steps:
             epoch, done = divmod(step, self.steps_per_epoch)
             batches = self.plan.epoch(epoch)
@@ -245,7 +245,7 @@ class Trainer:
         by_length = sorted(range(len(self.examples)), key=lambda i: self.examples[i].length)
         self.model.eval()
         with torch.no_grad(), self._reference_model() as reference:
-            for indices in tqdm(
+            for indices in progress_bar(
                 self.plan.in_order(by_length),
                 desc="reference log-probs",
                 disable=not self.accelerator.is_main_process,

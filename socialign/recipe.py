@@ -16,6 +16,7 @@ import json
 import math
 import random
 import statistics
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -90,8 +91,9 @@ def heldout_sample(questions: Sequence[Question], count: int, seed: int) -> list
 class Recipe:
     """The recipe's steps over one output directory; each step is skipped when done."""
 
-    def __init__(self, out: str | Path, settings: RecipeSettings) -> None:
-        self.out, self.settings = Path(out), settings
+    def __init__(self, out: str | Path, settings: RecipeSettings, quiet: bool = False) -> None:
+        """`quiet`: no simulation bar and no line per step (the steps run for minutes each)."""
+        self.out, self.settings, self.quiet = Path(out), settings, quiet
         self.loaded = load_scenario(settings.scenario)
         self.seconds: dict[str, float] = {}
 
@@ -116,6 +118,8 @@ class Recipe:
         return result
 
     def _timed(self, step: str, work, *args):
+        if not self.quiet:
+            print(f"recipe: {step}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         value = work(*args)
         self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - started, 1)
@@ -133,7 +137,7 @@ class Recipe:
         if (self.run_dir / "export" / "pairs.jsonl").exists():
             return
         resume = (self.run_dir / "manifest.json").exists()
-        simulation = Simulation(plan_worlds([self.loaded]), self.run_dir, resume=resume, show_progress=False)
+        simulation = Simulation(plan_worlds([self.loaded]), self.run_dir, resume=resume, show_progress=not self.quiet)
         try:
             simulation.run()
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from align.config import MAX_BATCH, MAX_LENGTH
+from align.progress import set_quiet
 from scenarios.schema import MAX_NEW_TOKENS
 from socialign.arguments import at_least, output_dir, seed
 from socialign.recipe import MODELS, Recipe, RecipeSettings
@@ -25,16 +26,24 @@ def register(subparsers) -> None:
                         help="held-out questions (half should-decline, half should-answer)")
     parser.add_argument("--methods", nargs="+", choices=MODELS, default=list(DEFAULTS.methods),
                         help="which trained models (SFT is always trained: the others start from it)")
-    parser.add_argument("--sft-lr", type=at_least(1e-9, float, 1.0), default=DEFAULTS.sft_lr)
-    parser.add_argument("--sft-epochs", type=at_least(1, int, 100), default=DEFAULTS.sft_epochs)
+    parser.add_argument("--sft-lr", type=at_least(1e-9, float, 1.0), default=DEFAULTS.sft_lr,
+                        help="learning rate of SFT on the references")
+    parser.add_argument("--sft-epochs", type=at_least(1, int, 100), default=DEFAULTS.sft_epochs,
+                        help="SFT epochs")
     parser.add_argument("--pair-lr", type=at_least(1e-9, float, 1.0), default=DEFAULTS.pair_lr,
                         help="learning rate of SPIN and DPO")
-    parser.add_argument("--beta", type=at_least(1e-6, float, 100.0), default=DEFAULTS.beta)
-    parser.add_argument("--spin-temperature", type=at_least(0.0, float, 5.0), default=DEFAULTS.spin_temperature)
-    parser.add_argument("--batch-size", type=at_least(1, int, MAX_BATCH), default=DEFAULTS.batch_size)
-    parser.add_argument("--max-length", type=at_least(16, int, MAX_LENGTH), default=DEFAULTS.max_length)
-    parser.add_argument("--max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS), default=DEFAULTS.max_new_tokens)
+    parser.add_argument("--beta", type=at_least(1e-6, float, 100.0), default=DEFAULTS.beta,
+                        help="beta of SPIN and DPO (pull towards the SFT model)")
+    parser.add_argument("--spin-temperature", type=at_least(0.0, float, 5.0), default=DEFAULTS.spin_temperature,
+                        help="temperature of the SFT model's samples that SPIN trains against")
+    parser.add_argument("--batch-size", type=at_least(1, int, MAX_BATCH), default=DEFAULTS.batch_size,
+                        help="examples per optimizer step")
+    parser.add_argument("--max-length", type=at_least(16, int, MAX_LENGTH), default=DEFAULTS.max_length,
+                        help="tokens per training example")
+    parser.add_argument("--max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS), default=DEFAULTS.max_new_tokens,
+                        help="token budget of SPIN's samples and of every evaluation answer")
     parser.add_argument("--lora", action="store_true", help="LoRA adapters instead of full fine-tuning")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or step lines")
     parser.set_defaults(func=run)
 
 
@@ -44,7 +53,8 @@ def run(args) -> int:
         sft_lr=args.sft_lr, sft_epochs=args.sft_epochs, pair_lr=args.pair_lr, beta=args.beta,
         spin_temperature=args.spin_temperature, batch_size=args.batch_size, max_length=args.max_length,
         max_new_tokens=args.max_new_tokens, lora=args.lora, methods=tuple(args.methods))
-    Recipe(args.out, settings).run()
+    set_quiet(args.quiet)  # the trainer's and the samplers' bars
+    Recipe(args.out, settings, quiet=args.quiet).run()
     print((Recipe.table_path(args.out)).read_text())
     print(f"recipe: {Recipe.table_path(args.out)}")
     return 0
