@@ -34,9 +34,10 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The main job on the built-in defaults: the offline models answer one batch of prompts, then
-# the `quick` scenario -> simulate -> export -> DPO (LoRA)
-# -> judged evaluation of the trained model against the base model -> the run report. Output goes
-# to $(DEMO_DIR) (replaced on every run).
+# the `quick` scenario -> simulate -> inspect -> export -> SFT on the export (full fine-tune)
+# -> one SPIN iteration (LoRA) from the SFT model -> judge-free evaluation of the SPIN model
+# against the base model on held-out questions -> the run report. Output goes to $(DEMO_DIR)
+# (replaced on every run).
 demo: install
 	rm -rf $(DEMO_DIR)
 	@start=$$(date +%s); \
@@ -62,7 +63,7 @@ demo: install
 	echo "demo wall time: $$(( $$(date +%s) - start )) s" && \
 	echo "run report: $(DEMO_REPORT)"
 
-# The full recipe (~58 minutes of steps on a partly loaded 2-core machine, 3 seeds): base vs SFT vs SFT->SPIN vs SFT->DPO on the
+# The full recipe (about an hour on a 2-core CPU): base vs SFT vs SFT->SPIN vs SFT->DPO on the
 # simulation's pairs, 3 seeds, judge-free on held-out questions; resumable (run it again).
 RECIPE_DIR ?= runs/recipe
 recipe: install
