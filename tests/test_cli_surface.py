@@ -88,11 +88,19 @@ def test_train_with_a_config_file_records_the_file_and_the_override(tmp_path, ti
     config.write_text("lr: 1.0e-3\nbeta: 0.5\nmax_steps: 2\nbatch_size: 2\n")
     out = tmp_path / "out"
     argv = ["train", "--method", "dpo", "--config", str(config), "--data", str(data), "--model", tiny_model_dir,
-            "--out", str(out), "--beta", "0.25", "--quiet"]
+            "--out", str(out), "--beta", "0.25"]
     assert main(argv) == 0
     assert "trained 2 steps" in capsys.readouterr().out
     recorded = json.loads((out / "train_config.json").read_text())["config"]
     assert (recorded["lr"], recorded["beta"], recorded["max_steps"]) == (1e-3, 0.25, 2)
+
+
+def test_quiet_turns_every_progress_bar_off(monkeypatch):
+    from align import progress
+
+    assert not progress.progress_bar(range(3)).disable
+    monkeypatch.setattr(progress, "_quiet", True)  # what set_quiet(True) sets, without touching the libraries
+    assert progress.progress_bar(range(3)).disable
 
 
 def test_scenarios_lists_the_builtins_with_their_descriptions(capsys):
