@@ -42,7 +42,6 @@ from align.rundir import RunDir
 
 ITERATION_DIR = re.compile(r"iter-(\d+)")
 DONE_FIELDS = ("iteration", "model", "eval", "train")
-SAMPLE_ROWS = 64  # sampled replies per generate call: the bar moves, the batches stay large
 
 
 @dataclass
@@ -67,16 +66,10 @@ class IterationContext:
         return self._backend
 
     def generate(self, requests: list) -> list:
-        """The current iterate's completions of `requests`, a slice per call under a progress bar.
-        A seeded request's completion does not depend on what else is in its batch, so slicing
-        changes no reply."""
-        backend, out = self.backend(), []
-        per_call = max(1, SAMPLE_ROWS // max(request.n for request in requests)) if requests else 1
-        with progress_bar(total=len(requests), desc=f"sampling, iteration {self.iteration}", unit="prompt") as bar:
-            for start in range(0, len(requests), per_call):
-                out += backend.generate(requests[start : start + per_call])
-                bar.update(len(requests[start : start + per_call]))
-        return out
+        """The current iterate's completions of `requests`, in one batched call under a progress
+        bar of its decoding steps."""
+        with progress_bar(desc=f"sampling, iteration {self.iteration}", unit="step") as bar:
+            return self.backend().generate(requests, progress=bar)
 
 
 # An evaluator: (model to load, directory to write its report in, config, the starting model to

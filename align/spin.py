@@ -103,8 +103,8 @@ class SpinTrainer(PreferenceTrainer):
 
 
 def spin_iteration_data(context: IterationContext) -> list[dict]:
-    """Iteration t's rows: the current iterate's reply to every training prompt (seeded, batched
-    generate calls), plus iteration t-1's sampled rows as the paper does (its iterations
+    """Iteration t's rows: the current iterate's reply to every training prompt (one batched,
+    seeded generate call), plus iteration t-1's sampled rows as the paper does (its iterations
     1 and 2 train on the union of the current and the previous iteration's synthetic data)."""
     config: SPINConfig = context.config
     rows: list[SpinRow] = context.rows

@@ -1,7 +1,7 @@
 """SPPO (Wu et al. 2024, "Self-Play Preference Optimization for Language Model Alignment") on the
 iteration driver (align.iterate): `socialign train --method sppo --iterations T`.
 
-Iteration t: (a) iterate t-1 samples K replies per training prompt, in batched generate calls
+Iteration t: (a) iterate t-1 samples K replies per training prompt, one batched generate call
 with n=K, all K kept; (b) the sandbox's judges estimate each reply's win probability
 P(y beats pi_{t-1} | x) as its in-group win rate (align.spo.SPOReward: the verifiable judges
 vote, an LM judge reads both orders with its position bias removed); (c) iterate t is trained
@@ -114,8 +114,8 @@ def rank_pairs(rates: list[float | None]) -> list[tuple[int, int]]:
 
 
 def sppo_iteration_data(context: IterationContext) -> list[dict]:
-    """Iteration t's pairs: K seeded samples per prompt from the current iterate (batched generate
-    calls), their in-group win rates under the judges (one batched judging pass), paired by rank."""
+    """Iteration t's pairs: K seeded samples per prompt from the current iterate (one generate
+    call), their in-group win rates under the judges (one batched judging pass), paired by rank."""
     config: SPPOConfig = context.config
     rows: list[PromptRow] = context.rows
     k = config.k

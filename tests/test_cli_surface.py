@@ -137,3 +137,22 @@ def test_simulate_reads_a_csv_bank_as_eval_does(tmp_path, tiny_model_dir, capsys
     assert main(["simulate", str(scenario), "--out", str(out), "--quiet"]) == 0
     answers = [json.loads(line) for line in (out / "worlds" / "from-csv-r0" / "answers.jsonl").read_text().splitlines()]
     assert {a["question_id"] for a in answers} == {"line-2", "line-3"}
+
+
+def test_sampling_progress_counts_the_decoding_steps_and_changes_no_reply(tiny_model_dir):
+    """SPIN's and SPPO's sampling is one generate call; its bar advances once per decoding step."""
+    import io
+
+    from tqdm import tqdm
+
+    from agents.backends import GenerationRequest
+    from agents.backends.hf import HFBackend
+
+    backend = HFBackend(tiny_model_dir, max_batch_tokens=512)  # a small budget: several chunks
+    requests = [GenerationRequest([{"role": "user", "content": text}], n=2, max_new_tokens=6, temperature=1.0, seed=3)
+                for text in ("hello", "a much longer prompt " * 40, "third")]
+    bar = tqdm(file=io.StringIO())
+    with_bar = backend.generate(requests, progress=bar)
+    chunks = backend.stats.calls
+    assert bar.total == bar.n == chunks * 7  # each chunk: its budget plus the room for a forced EOS
+    assert with_bar == backend.generate(requests)

@@ -14,6 +14,7 @@ import time
 
 import torch
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
+from transformers.generation.streamers import BaseStreamer
 
 from agents.backends.base import Backend, Completion, GenerationRequest, Message, one_line, truncate_at_stop
 from agents.chat import ChatRenderer
@@ -141,6 +142,21 @@ class RowSampler(LogitsProcessor):
         return False
 
 
+class _StepProgress(BaseStreamer):
+    """Advances a progress bar by one per decoding step (``generate`` puts the prompt first)."""
+
+    def __init__(self, bar) -> None:
+        self.bar, self.prompt_seen = bar, False
+
+    def put(self, value) -> None:
+        if self.prompt_seen:
+            self.bar.update()
+        self.prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+
 class HFBackend(Backend):
     def __init__(
         self,
@@ -197,8 +213,11 @@ class HFBackend(Backend):
 
     # -- generation ---------------------------------------------------------------------
 
-    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
-        """All requests, whatever their sampling settings, in as few calls as the budget allows."""
+    def generate(self, requests: list[GenerationRequest], progress=None) -> list[list[Completion]]:
+        """All requests, whatever their sampling settings, in as few calls as the budget allows.
+
+        ``progress``: a tqdm bar to advance by one per decoding step of the whole call (its total
+        is set here), for callers whose one call runs for minutes."""
         started = time.perf_counter()
         prompt_ids = self.renderer.prompt_ids_many([(r.messages, r.prefix) for r in requests])
         rows = sorted(
@@ -207,10 +226,16 @@ class HFBackend(Backend):
         )
         results: dict[int, list[Completion | None]] = {i: [None] * r.n for i, r in enumerate(requests)}
         chunks = self._chunks(rows, lambda row: len(prompt_ids[row[0]]) + requests[row[0]].max_new_tokens)
-        for chunk in chunks:
-            completions = self._generate_chunk([(requests[i], s) for i, s in chunk], [prompt_ids[i] for i, _ in chunk])
+        steps = [max(requests[i].max_new_tokens for i, _ in chunk) + 1 for chunk in chunks]  # as _generate_chunk
+        if progress is not None:
+            progress.reset(total=sum(steps))
+        for done, chunk in enumerate(chunks):
+            completions = self._generate_chunk([(requests[i], s) for i, s in chunk], [prompt_ids[i] for i, _ in chunk],
+                                               _StepProgress(progress) if progress is not None else None)
             for (i, sample), completion in zip(chunk, completions):
                 results[i][sample] = completion
+            if progress is not None:  # a chunk whose rows all ended early skips its remaining steps
+                progress.update(sum(steps[: done + 1]) - progress.n)
         out = [list(results[i]) for i in range(len(requests))]
         self.stats.calls += len(chunks)
         self.stats.requests += len(requests)
@@ -242,7 +267,8 @@ class HFBackend(Backend):
         return {self.cache_argument: cache}
 
     @torch.inference_mode()
-    def _generate_chunk(self, rows: list[tuple[GenerationRequest, int]], prompts: list[list[int]]) -> list[Completion]:
+    def _generate_chunk(self, rows: list[tuple[GenerationRequest, int]], prompts: list[list[int]],
+                        streamer: BaseStreamer | None = None) -> list[Completion]:
         ids, mask = self._left_pad(prompts)
         eos_id = self.tokenizer.eos_token_id
         sampler = RowSampler(rows, ids.shape[1], eos_id, self.decode)
@@ -251,6 +277,7 @@ class HFBackend(Backend):
             attention_mask=mask,
             **self._prefill_shared(ids, mask),
             max_new_tokens=max(request.max_new_tokens for request, _ in rows) + 1,  # +1: room for a forced EOS
+            streamer=streamer,
             do_sample=False,
             temperature=None,
             top_p=None,
