@@ -14,6 +14,7 @@ from typing import Literal, get_args
 Loss = Literal["sigmoid", "ipo"]
 SpinLoss = Literal["sigmoid", "hinge"]
 Scheduler = Literal["linear", "cosine", "constant"]
+Precision = Literal["auto", "no", "bf16", "fp16"]
 LOSSES = get_args(Loss)
 SPIN_LOSSES = get_args(SpinLoss)
 SCHEDULERS = get_args(Scheduler)
@@ -76,6 +77,12 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm to this"})
     seed: int = field(default=0, metadata={"help": "seed of the batch order, dropout and initialisation"})
+    mixed_precision: Precision = field(
+        default="auto",
+        metadata={"help": "autocast precision of the forward pass (weights and optimizer stay fp32); 'auto' "
+                  "takes `accelerate launch`'s setting, else fp32. bf16 also runs about twice as fast on CPUs "
+                  "with AVX-512 BF16 or AMX"},
+    )
     save_steps: int = field(
         default=200, metadata={"help": "checkpoint every N steps, and always at the last"}
     )

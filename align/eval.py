@@ -1,6 +1,8 @@
 """Evaluation on a scenario's held-out questions or on a question file the user has.
 
-Each model answers the questions (greedy, no persona). Judge-free measures (align.judge_free:
+Each model answers the questions (greedy, no persona). Further question sets (more files, the
+public benchmarks of ``align.public_sets``) are answered in the same run and each gets its own
+judge-free table, paired against the baseline. Judge-free measures (align.judge_free:
 decline and over-decline rates, similarity to the reference, length, repetition) are always
 computed; unless ``judge`` is off, the scenario's observers also score every answer on every
 dimension and, with a baseline, a judge compares the two answers to each question in both
@@ -20,6 +22,7 @@ from agents.backends import Backend, BackendPool, GenerationRequest
 from agents.files import write_atomic
 from agents.memory import Encoder
 from align import judge_free
+from align.public_sets import QuestionSet
 from sandbox.engine import Scheduler
 from sandbox.judging import ObserverPanel, PairwiseJudge, Preference, mean_with_ci, outcome, pairwise_summary
 from sandbox.verifiers import ReferenceSimilarity
@@ -40,6 +43,7 @@ class EvalSettings:
     # With a baseline: the model that compares the two answers (both orders), instead of the
     # observers' model; with judge=False the pairwise comparison is then the only judged part.
     pairwise_judge: str | None = None
+    extra_max_new_tokens: int = 48  # answers to the further question sets: a decline shows in its opening
 
 
 def loadable_model(name: str) -> str:
@@ -67,6 +71,7 @@ def evaluate(
     baseline: str | None = None,
     settings: EvalSettings | None = None,
     pool: BackendPool | None = None,
+    extra_sets: list[QuestionSet] = (),
 ) -> dict:
     settings = settings or EvalSettings()
     pool = pool or BackendPool()
@@ -87,6 +92,8 @@ def evaluate(
     per_question = [{"id": q.id, "category": q.category, "question": q.text} for q in questions]
     measured = {role: judge_free.measure(questions, texts, similarity) for role, texts in answers.items()}
     judge_free.add_rows(per_question, questions, measured)
+    sets = [_scored_set(question_set, backends, similarity, settings, loaded.scenario.memory.embedder)
+            for question_set in extra_sets]
     report = {
         "scenario": loaded.scenario.name,
         "source": settings.questions_file or f"held-out questions of {loaded.scenario.name}",
@@ -95,6 +102,7 @@ def evaluate(
         "pairwise_judge": pairwise_name if baseline else None,
         "settings": settings.__dict__,
         "judge_free": judge_free.summarize(questions, measured, loaded.scenario.memory.embedder),
+        **({"sets": sets} if sets else {}),
     }
     persona = (observers.personas or [prompts.OBSERVER_PERSONA])[0]
     comparison = []
@@ -139,6 +147,19 @@ def evaluate(
     return report
 
 
+def _scored_set(question_set: QuestionSet, backends: dict[str, Backend], similarity: ReferenceSimilarity,
+                settings: EvalSettings, embedder: str) -> dict:
+    """One further question set: every model's greedy answers and their judge-free table."""
+    questions = question_set.questions
+    measured = {role: judge_free.measure(questions, greedy_answers(backend, questions, settings.extra_max_new_tokens,
+                                                                   settings.seed), similarity)
+                for role, backend in backends.items()}
+    per_question = [{"id": q.id, "category": q.category, "question": q.text} for q in questions]
+    judge_free.add_rows(per_question, questions, measured)
+    return {"name": question_set.name, "source": question_set.source, "questions": len(questions),
+            "judge_free": judge_free.summarize(questions, measured, embedder), "per_question": per_question}
+
+
 def _paired_difference(rows: list[dict], dimensions: list[str]) -> dict:
     """Model minus baseline per question, with a CI: tighter than comparing two independent CIs,
     since both answered the same questions and question difficulty cancels."""
@@ -175,7 +196,11 @@ def markdown_table(report: dict) -> str:
     if "summary" in report:
         lines += _judged_lines(report)
     lines += _pairwise_lines(report)
-    return "\n".join(lines + judge_free.markdown_lines(report["judge_free"])) + "\n"
+    lines += judge_free.markdown_lines(report["judge_free"])
+    for question_set in report.get("sets", []):
+        lines += ["", f"{question_set['name']}: {question_set['questions']} questions from {question_set['source']}"]
+        lines += judge_free.markdown_lines(question_set["judge_free"])
+    return "\n".join(lines) + "\n"
 
 
 def _judged_lines(report: dict) -> list[str]:

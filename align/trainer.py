@@ -119,7 +119,8 @@ class Trainer:
         # default to bf16, even on CPU), and a new Accelerator would silently inherit it. Start
         # from this launch's own settings instead, as transformers' TrainingArguments does.
         AcceleratorState._reset_state()
-        self.accelerator = Accelerator(cpu=cpu_process_group())
+        precision = None if config.mixed_precision == "auto" else config.mixed_precision
+        self.accelerator = Accelerator(cpu=cpu_process_group(), mixed_precision=precision)
         set_seed(config.seed)
         if config.lora:
             model = _with_lora(model, config.lora)

@@ -556,7 +556,27 @@ def eval_section(report: Report, eval_path: Path | None) -> None:
     for key, value in data.items():  # every other block of metrics, whatever eval adds
         if key not in ("summary", "per_question") and isinstance(value, dict):
             body += f"<h3>{esc(headings.get(key, key))}</h3>" + table(["metric", "value"], flatten(value).items())
+    if isinstance(data.get("sets"), list):
+        body += question_sets(data["sets"])
     report.add("eval", "Evaluation", body)
+
+
+def question_sets(sets: list) -> str:
+    """Each further question set's judge-free metrics (the public sets among them): model, baseline
+    and the paired difference, one row per set and metric."""
+    rows = []
+    for entry in sets:
+        metrics = entry.get("judge_free", {}).get("metrics") if isinstance(entry, dict) else None
+        if not isinstance(metrics, dict):
+            raise RunError("eval.json: sets: expected {name, source, questions, judge_free: {metrics}} per set")
+        for metric in metrics.values():
+            if not isinstance(metric, dict):
+                continue
+            cells = [interval(metric[role]) if isinstance(metric.get(role), Mapping) else "-"
+                     for role in ("model", "baseline", "difference")]
+            rows.append((entry.get("name", "-"), f"{metric.get('label', '-')} ({metric.get('questions', '-')})", *cells))
+    headers = ["question set", "metric (questions)", "model", "baseline", "model - baseline, paired"]
+    return "<h3>question sets beside the held-out split</h3>" + table(headers, rows)
 
 
 # -- the whole report -----------------------------------------------------------------------

@@ -203,6 +203,19 @@ def test_settings_left_by_an_earlier_trainer_in_the_process_do_not_leak_in(tiny_
     assert_same_weights(tmp_path / "before" / "model.safetensors", tmp_path / "after" / "model.safetensors")
 
 
+def test_mixed_precision_bf16_autocasts_the_forward_pass_and_keeps_fp32_weights(tiny_model_dir, pairs_file,
+                                                                                 tmp_path):
+    """--mixed-precision bf16 (also on a CPU): the weights stay fp32 while the steps differ from fp32's."""
+    config = DPOConfig(lr=1e-3, batch_size=2, max_steps=2, warmup_ratio=0.0)
+    train_dpo(pairs_file, tiny_model_dir, tmp_path / "fp32", config)
+    mixed = DPOConfig(lr=1e-3, batch_size=2, max_steps=2, warmup_ratio=0.0, mixed_precision="bf16")
+    train_dpo(pairs_file, tiny_model_dir, tmp_path / "bf16", mixed)
+    fp32, bf16 = load_file(tmp_path / "fp32" / "model.safetensors"), load_file(tmp_path / "bf16" / "model.safetensors")
+    assert all(tensor.dtype == torch.float32 for tensor in bf16.values())
+    assert any(not torch.equal(fp32[name], bf16[name]) for name in fp32)
+    assert json.loads((tmp_path / "bf16" / "train_config.json").read_text())["config"]["mixed_precision"] == "bf16"
+
+
 def test_exported_pairs_train_one_step_with_trl(tiny_model_dir, pairs_file, tmp_path):
     """The pairs format (with our extra fields) is TRL's conversational preference format."""
     from datasets import load_dataset

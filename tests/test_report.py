@@ -148,6 +148,11 @@ def hostile(run_dir, tmp_path_factory) -> dict[str, Path]:
         "judge_free": {"metrics": {"decline_rate": {"label": HOSTILE,
                                                     "model": {"mean": 0.25, "low": 0.1, "high": 0.5, "n": 12}}}},
         "per_question": [{"question": HOSTILE, "model": {"answer": HOSTILE}}],
+        "sets": [{"name": HOSTILE, "source": "advbench.csv", "questions": 100, "judge_free": {"metrics": {
+            "decline_rate": {"label": "decline rate", "questions": "expected decline",
+                             "model": {"mean": 0.62, "low": 0.52, "high": 0.71, "n": 100},
+                             "baseline": {"mean": 0.04, "low": 0.02, "high": 0.1, "n": 100},
+                             "difference": {"mean": 0.58, "low": 0.48, "high": 0.67, "n": 100}}}}}],
     }))
     return {"run": run, "train": train, "eval": evaluation}
 
@@ -191,6 +196,9 @@ def test_report_is_self_contained_with_every_section(hostile_report):
     assert "judge &lt;i&gt;x&lt;/i&gt;" in page  # position bias table
     assert "4.500 ± 0.400 (n=4)" in page and "0.500 ± 0.300 (n=4)" in page  # eval and paired difference
     assert "0.250 [0.100, 0.500] (n=12)" in page  # any other block of eval metrics, with intervals
+    # a further question set (a public benchmark): model, baseline and paired difference in one row
+    assert ("<td>decline rate (expected decline)</td><td>0.620 [0.520, 0.710] (n=100)</td>"
+            "<td>0.040 [0.020, 0.100] (n=100)</td><td>0.580 [0.480, 0.670] (n=100)</td>") in page
 
 
 @needs_chromium
