@@ -62,9 +62,13 @@ def output_file(text: str) -> str:
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Every `--help` shows each option's default and keeps a description's own line breaks.
 
-    A default of None or False says nothing (the option is simply off), so it is not shown."""
+    A default of None or False says nothing (the option is simply off), so it is not shown; a
+    list default is shown as it is typed (`0 1 2`)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or action.default == []:
+        default = action.default
+        if default is None or default is False or default == []:
             return action.help or ""
+        if isinstance(default, list | tuple) and action.help and "%(default)" not in action.help:
+            return f"{action.help} (default: {' '.join(map(str, default)).replace('%', '%%')})"
         return super()._get_help_string(action)

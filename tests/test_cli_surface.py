@@ -47,7 +47,9 @@ def test_spo_help_offers_no_flag_it_would_refuse(capsys):
 
 def test_help_shows_defaults_and_every_positional_says_what_it_is(capsys):
     assert "--max-new-tokens MAX_NEW_TOKENS token budget of each reply (default: 96)" in help_text(capsys, "chat")
-    assert "--sft-lr SFT_LR learning rate of SFT on the references (default: 2e-05)" in help_text(capsys, "recipe")
+    recipe = help_text(capsys, "recipe")
+    assert "--sft-lr SFT_LR learning rate of SFT on the references (default: 2e-05)" in recipe
+    assert "training seeds (default: 0 1 2)" in recipe  # a list default as it is typed
     for command in ("export", "inspect", "report"):
         assert "run_dir a run directory (what simulate --out wrote)" in help_text(capsys, command)
 
