@@ -28,7 +28,7 @@ from agents.bounded import read_json_file, read_jsonl
 from agents.files import write_atomic
 from agents.memory import Encoder
 from agents.registry import DEFAULT_CHAT_MODEL
-from align import judge_free
+from align import judge_free, public_sets
 from align.config import DPOConfig, LoraSettings, SFTConfig, SPINConfig
 from align.eval import greedy_answers, loadable_model
 from align.iterate import run_iterations
@@ -61,6 +61,9 @@ class RecipeSettings:
     max_new_tokens: int = 96  # SPIN's samples and the evaluation answers
     lora: bool = False
     methods: tuple[str, ...] = field(default=MODELS)
+    public: str = "full"  # the public sets (AdvBench, XSTest) for the base and every trained model: full|sample|off
+    evalsets: str | None = None  # where they lie (default: $SOCIALIGN_EVALSETS, else ../shared/evalsets)
+    public_max_new_tokens: int = 48  # a decline shows in the answer's opening
 
 
 def stratified(questions: Sequence[Question], count: int, rng: random.Random) -> list[Question]:
@@ -103,16 +106,21 @@ class Recipe:
         data = self._timed("data", self.write_data)
         questions = heldout_sample(self.loaded.heldout_questions, self.settings.heldout, 0)
         similarity = ReferenceSimilarity(Encoder(self.loaded.scenario.memory.embedder))
-        base = self._timed("answers base", self.measured, "base", self.settings.model, questions, similarity)
-        reports: dict[str, dict[int, dict]] = defaultdict(dict)
+        sets = [public_sets.QuestionSet("held-out", self.loaded.scenario.name, questions), *self.public_sets()]
+        base = {s.name: self._timed(f"answers base {s.name}", self.measured, "base", self.settings.model, s,
+                                    similarity) for s in sets}
+        reports: dict[str, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
         for seed in self.settings.seeds:
             for name, model_dir in self.train_seed(seed, data).items():
-                mine = self._timed(f"answers {name} seed {seed}", self.measured,
-                                   f"{name}-seed{seed}", model_dir, questions, similarity)
-                reports[name][seed] = judge_free.summarize(
-                    questions, {"model": mine, "baseline": base}, self.loaded.scenario.memory.embedder)
+                for question_set in sets:
+                    mine = self._timed(f"answers {name} seed {seed} {question_set.name}", self.measured,
+                                       f"{name}-seed{seed}", model_dir, question_set, similarity)
+                    reports[question_set.name][name][seed] = judge_free.summarize(
+                        question_set.questions, {"model": mine, "baseline": base[question_set.name]},
+                        self.loaded.scenario.memory.embedder)
         result = {"settings": asdict(self.settings), "questions": len(questions), "data": data,
-                  "reports": reports, "seconds": self.seconds}
+                  "reports": reports.pop("held-out", {}), "public": reports,
+                  "public_sources": {s.name: s.source for s in sets[1:]}, "seconds": self.seconds}
         write_atomic(self.out / "recipe.json", json.dumps(result, indent=2) + "\n")
         write_atomic(self.table_path(self.out), markdown(result) + "\n")
         return result
@@ -176,15 +184,29 @@ class Recipe:
                                         root / "dpo", dpo_config, True).model_dir
         return models
 
-    def measured(self, name: str, model: str | Path, questions: list[Question], similarity) -> list[dict]:
-        """The model's greedy answers (cached in OUT/answers/NAME.json) and their measures."""
-        path = self.out / "answers" / f"{name}.json"
+    def public_sets(self) -> list[public_sets.QuestionSet]:
+        """The public sets the settings ask for; absent ones are skipped in one line (an error under CI=true)."""
+        if self.settings.public == "off":
+            return []
+        directory, skipped = public_sets.locate(self.settings.evalsets)
+        if directory is None:
+            print(f"recipe: {skipped}", file=sys.stderr, flush=True)
+            return []
+        return public_sets.public_sets(directory, self.settings.public)
+
+    def measured(self, name: str, model: str | Path, question_set: public_sets.QuestionSet,
+                 similarity) -> list[dict]:
+        """The model's greedy answers (cached in OUT/answers/NAME[-SET].json) and their measures."""
+        held_out = question_set.name == "held-out"
+        questions = question_set.questions
+        path = self.out / "answers" / (f"{name}.json" if held_out else f"{name}-{question_set.name}.json")
         ids = [q.id for q in questions]
         cached = read_json_file(path) if path.exists() else None
         if cached and cached.get("ids") == ids and cached.get("model") == str(model):
             texts = cached["answers"]
         else:
-            texts = greedy_answers(HFBackend(loadable_model(str(model))), questions, self.settings.max_new_tokens)
+            tokens = self.settings.max_new_tokens if held_out else self.settings.public_max_new_tokens
+            texts = greedy_answers(HFBackend(loadable_model(str(model))), questions, tokens)
             path.parent.mkdir(exist_ok=True)
             write_atomic(path, json.dumps({"model": str(model), "ids": ids, "answers": texts}, indent=1) + "\n")
         return judge_free.measure(questions, texts, similarity)
@@ -211,9 +233,43 @@ def markdown(result: dict) -> str:
             means = [_seed_mean(per_seed.values(), metric, "model") for metric in SHOWN]
             means += [_seed_mean(per_seed.values(), metric, "difference", signed=True) for metric in SHOWN[:2]]
             lines.append(f"| {LABELS[name]} | mean of {len(per_seed)} | " + " | ".join(means) + " |")
+    lines += public_markdown(result)
     lines += ["", "[95% interval]; a seed mean shows [lowest seed, highest seed].",
               "Wall seconds: " + ", ".join(f"{step} {value:.0f}" for step, value in result["seconds"].items())]
     return "\n".join(lines)
+
+
+PUBLIC_SHOWN = (("AdvBench", "decline_rate", "AdvBench decline"), ("XSTest", "decline_rate", "XSTest-unsafe decline"),
+                ("XSTest", "over_decline_rate", "XSTest-safe over-decline"))
+
+
+def public_markdown(result: dict) -> list[str]:
+    """The public sets: each model's decline and over-decline rates, and each paired against the base."""
+    public = result.get("public") or {}
+    shown = [(set_name, metric, label) for set_name, metric, label in PUBLIC_SHOWN if set_name in public]
+    if not shown:
+        return []
+    sources = ", ".join(f"{name}: {source}" for name, source in result.get("public_sources", {}).items())
+    header = "| model | seed | " + " | ".join(label for *_, label in shown) + " | " + \
+        " | ".join(f"{label} vs base" for *_, label in shown) + " |"
+    lines = ["", f"Public sets ({sources}):", "", header, "|---" * (2 + 2 * len(shown)) + "|"]
+    if all(public[s] for s, *_ in shown):  # every report holds the base's measures as its baseline
+        any_report = {s: next(r for per_seed in public[s].values() for r in per_seed.values()) for s, *_ in shown}
+        lines.append("| base | | " + " | ".join(_cell(any_report[s], m, "baseline") for s, m, _ in shown) +
+                     " |" + " |" * len(shown))
+    for name in MODELS:
+        seeds = sorted(public[shown[0][0]].get(name, {}))
+        for seed in seeds:
+            reports = [public[s][name][seed] for s, *_ in shown]
+            cells = [_cell(r, m, "model") for r, (_, m, _) in zip(reports, shown)]
+            cells += [_cell(r, m, "difference", signed=True) for r, (_, m, _) in zip(reports, shown)]
+            lines.append(f"| {LABELS[name]} | {seed} | " + " | ".join(cells) + " |")
+        if len(seeds) > 1:
+            cells = [_seed_mean([public[s][name][k] for k in seeds], m, "model") for s, m, _ in shown]
+            cells += [_seed_mean([public[s][name][k] for k in seeds], m, "difference", signed=True)
+                      for s, m, _ in shown]
+            lines.append(f"| {LABELS[name]} | mean of {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _cell(report: dict, metric: str, role: str, signed: bool = False) -> str:

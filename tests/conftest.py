@@ -24,3 +24,19 @@ def smollm_backend():
     from agents.backends.hf import HFBackend
 
     return HFBackend("smollm2-135m-instruct")
+
+
+def write_csv(path, rows):
+    path.write_text("id,prompt,expected,category\n" + "".join(f"{i},{p},{e},c\n" for i, p, e in rows))
+    return path
+
+
+@pytest.fixture
+def fake_evalsets(tmp_path):
+    """Files shaped like the public sets, with made-up rows (no public row is copied into tests)."""
+    folder = tmp_path / "evalsets"
+    folder.mkdir()
+    write_csv(folder / "advbench.csv", [(f"a-{i}", f"Do harmful thing number {i}", "decline") for i in range(130)])
+    write_csv(folder / "xstest.csv", [(f"x-{i}", f"Question {i}", "answer" if i % 3 else "decline")
+                                      for i in range(240)])
+    return folder

@@ -6,26 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import write_csv
 from test_eval import scenario_file  # noqa: F401 (the tiny scenario fixture)
 
 from align import public_sets
 from socialign.cli import main
-
-
-def write_csv(path, rows):
-    path.write_text("id,prompt,expected,category\n" + "".join(f"{i},{p},{e},c\n" for i, p, e in rows))
-    return path
-
-
-@pytest.fixture
-def fake_evalsets(tmp_path):
-    """Files shaped like the public sets, with made-up rows (no public row is copied into tests)."""
-    folder = tmp_path / "evalsets"
-    folder.mkdir()
-    write_csv(folder / "advbench.csv", [(f"a-{i}", f"Do harmful thing number {i}", "decline") for i in range(130)])
-    write_csv(folder / "xstest.csv", [(f"x-{i}", f"Question {i}", "answer" if i % 3 else "decline")
-                                      for i in range(240)])
-    return folder
 
 
 def test_the_sample_takes_its_size_per_label_seeded_and_in_id_order(fake_evalsets):

@@ -33,12 +33,13 @@ def test_heldout_sample_is_half_decline_half_answer_across_categories():
     assert sample == heldout_sample(questions, 40, seed=0)
 
 
-def test_recipe_trains_every_model_writes_the_table_and_resumes(tiny_model_dir, tmp_path, capsys):
+def test_recipe_trains_every_model_writes_the_table_and_resumes(tiny_model_dir, fake_evalsets, tmp_path, capsys):
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(SCENARIO.format(model=tiny_model_dir))
     out = tmp_path / "recipe"
     args = ["recipe", "--out", str(out), "--scenario", str(scenario), "--model", tiny_model_dir, "--seeds", "0",
-            "--heldout", "6", "--batch-size", "2", "--max-length", "128", "--max-new-tokens", "8"]
+            "--heldout", "6", "--batch-size", "2", "--max-length", "128", "--max-new-tokens", "8",
+            "--public", "sample", "--evalsets", str(fake_evalsets), "--public-max-new-tokens", "2"]
     assert main(args) == 0
     table = capsys.readouterr().out
     result = json.loads((out / "recipe.json").read_text())
@@ -49,6 +50,11 @@ def test_recipe_trains_every_model_writes_the_table_and_resumes(tiny_model_dir, 
         assert name in table
     decline = result["reports"]["sft"]["0"]["metrics"]["decline_rate"]
     assert decline["model"]["n"] == 3 and "difference" in decline
+    # the public sets, for the base and every trained model, paired against the base
+    assert set(result["public"]) == {"AdvBench", "XSTest"} and set(result["public"]["XSTest"]) == trained
+    over = result["public"]["XSTest"]["sft"]["0"]["metrics"]["over_decline_rate"]
+    assert over["model"]["n"] == over["baseline"]["n"] == 100 and "difference" in over
+    assert "| model | seed | AdvBench decline | XSTest-unsafe decline | XSTest-safe over-decline |" in table
 
     answers = {p.name: p.stat().st_mtime_ns for p in (out / "answers").iterdir()}
     weights = (out / "seed-0" / "sft" / "model.safetensors").stat().st_mtime_ns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from align import public_sets
 from align.config import MAX_BATCH, MAX_LENGTH
 from align.progress import set_quiet
 from scenarios.schema import MAX_NEW_TOKENS
@@ -42,6 +43,13 @@ def register(subparsers) -> None:
                         help="tokens per training example")
     parser.add_argument("--max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS), default=DEFAULTS.max_new_tokens,
                         help="token budget of SPIN's samples and of every evaluation answer")
+    parser.add_argument("--public", choices=public_sets.MODES, default=DEFAULTS.public,
+                        help="score the public sets (AdvBench, XSTest) too: in full or a seeded sample")
+    parser.add_argument("--evalsets", metavar="DIR", help=f"where the public sets lie (default: "
+                        f"${public_sets.ENVIRONMENT}, else {public_sets.DEFAULT_DIR})")
+    parser.add_argument("--public-max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS),
+                        default=DEFAULTS.public_max_new_tokens,
+                        help="answer length on the public sets (whether the opening declines)")
     parser.add_argument("--lora", action="store_true", help="LoRA adapters instead of full fine-tuning")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or step lines")
     parser.set_defaults(func=run)
@@ -52,7 +60,8 @@ def run(args) -> int:
         scenario=args.scenario, model=args.model, seeds=tuple(args.seeds), heldout=args.heldout,
         sft_lr=args.sft_lr, sft_epochs=args.sft_epochs, pair_lr=args.pair_lr, beta=args.beta,
         spin_temperature=args.spin_temperature, batch_size=args.batch_size, max_length=args.max_length,
-        max_new_tokens=args.max_new_tokens, lora=args.lora, methods=tuple(args.methods))
+        max_new_tokens=args.max_new_tokens, lora=args.lora, methods=tuple(args.methods), public=args.public,
+        evalsets=args.evalsets, public_max_new_tokens=args.public_max_new_tokens)
     set_quiet(args.quiet)  # the trainer's and the samplers' bars
     Recipe(args.out, settings, quiet=args.quiet).run()
     print((Recipe.table_path(args.out)).read_text())
