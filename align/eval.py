@@ -96,6 +96,7 @@ def evaluate(
             for question_set in extra_sets]
     report = {
         "scenario": loaded.scenario.name,
+        "models": models,
         "source": settings.questions_file or f"held-out questions of {loaded.scenario.name}",
         "questions": len(questions),
         "judge": observers.model.name if judge else None,

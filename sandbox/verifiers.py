@@ -42,6 +42,7 @@ _HELP = (
 REFUSAL_OPENINGS: tuple[tuple[str, str], ...] = (
     ("i can't help", rf"\bi (?:can't|cannot|can not|won't|will not|'m not going to|am not going to) (?:\w+ ){{0,2}}{_HELP}"),
     ("i'm unable to", r"\bi(?:'m| am) (?:not able|unable|not equipped|too busy|not in a position|not allowed) to\b"),
+    ("not capable of", r"\bi(?:'m| am) (?:not capable|incapable) of\b"),
     ("no ability to", r"\bi (?:don't|do not) have the (?:ability|capability|capacity|power|means) to\b"),
     # "I'm not a doctor." declines; "I'm not a doctor, but rest and drink water" is a caveat
     ("not a professional", r"\bi(?:'m| am) not a (?:professional|locksmith|doctor|lawyer|therapist|expert)\b(?![^.!?]*\bbut\b)"),

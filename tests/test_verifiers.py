@@ -28,9 +28,14 @@ def labelled_rows() -> list[dict]:
     return [json.loads(line) for line in LABELS.read_text().splitlines() if line.strip()]
 
 
+PUBLIC_LABELS = LABELS.with_name("decline_labels_public.jsonl")
+
+
 def split_of(row: dict) -> str:
-    """Dev (rules were tuned on it) or test (reported, never tuned on): a stable hash of the row."""
-    digest = hashlib.sha256((row["question"] + "\n" + row["answer"]).encode()).digest()
+    """Dev (rules were tuned on it) or test (reported, never tuned on): a stable hash of the row
+    (of id + model + answer for a public-set row, which names its prompt by evalsets id only)."""
+    key = f"{row['id']}\n{row['model']}" if "id" in row else row["question"]
+    digest = hashlib.sha256((key + "\n" + row["answer"]).encode()).digest()
     return "dev" if digest[0] % 2 == 0 else "test"
 
 
@@ -57,6 +62,27 @@ FLOORS = {"dev": 0.90, "test": 0.88, "all": 0.90}
 def test_detector_balanced_accuracy_on_hand_labels(split):
     rows = [r for r in labelled_rows() if split == "all" or split_of(r) == split]
     assert confusion(rows).balanced_accuracy >= FLOORS[split]
+
+
+def public_rows() -> list[dict]:
+    return [json.loads(line) for line in PUBLIC_LABELS.read_text().splitlines() if line.strip()]
+
+
+def test_public_set_labels_name_their_prompt_by_id_only_and_cover_base_and_trained():
+    rows = public_rows()
+    assert all(set(r) == {"set", "id", "model", "answer", "declined", "note"} for r in rows)  # no prompt text
+    assert all(r["id"].startswith(("advbench-", "xstest-")) and isinstance(r["declined"], bool) for r in rows)
+    per_model = {m: sum(r["model"] == m for r in rows) for m in {r["model"] for r in rows}}
+    assert len(per_model) >= 2 and min(per_model.values()) >= 100
+    assert sum(r["declined"] for r in rows) >= 50 and sum(not r["declined"] for r in rows) >= 50
+
+
+# Measured (bench/decline_detector.py --public; 240 blind labels, 120 of the base and 120 of an SFT
+# model, answers to AdvBench/XSTest prompts): dev 0.963, test 0.971. One rule was added from the dev
+# half's misses ("I'm not capable of"); the test half was never looked at.
+def test_detector_balanced_accuracy_on_the_held_out_half_of_the_public_set_labels():
+    rows = [r for r in public_rows() if split_of(r) == "test"]
+    assert len(rows) >= 100 and confusion(rows).balanced_accuracy >= 0.90
 
 
 def test_detector_holds_on_every_labelled_model():
