@@ -235,7 +235,7 @@ class JudgeSettings:
         return [name.strip() for name in self.verifiers.split(",") if name.strip()]
 
     def judge_checks(self) -> list[tuple[bool, str]]:
-        known = ("decline", "reference")  # sandbox.verifiers.JUDGES (kept cheap to import)
+        known = ("decline", "reference")  # judges.verifiable.JUDGES (kept cheap to import)
         return [
             (all(n in known for n in self.verifier_names()), f"verifiers must be among {', '.join(known)}"),
             (bool(self.verifier_names()) or self.lm_judge, "a win rate needs a judge: --verifiers and/or --lm-judge"),

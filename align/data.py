@@ -104,7 +104,7 @@ class SFTConversation(BaseModel):
 
 class PromptRow(BaseModel):
     """One line of prompts.jsonl (online methods sample their own completions): a prompt and what
-    the verifiable judges read (sandbox.verifiers): ``expected`` and ``reference``."""
+    the verifiable judges read (judges.verifiable): ``expected`` and ``reference``."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from agents import prompts
 from agents.backends import Backend, BackendPool, GenerationRequest
+from agents.engine import Scheduler
 from agents.files import write_atomic
 from agents.memory import Encoder
 from align import judge_free
-from sandbox.engine import Scheduler
-from sandbox.judging import ObserverPanel, PairwiseJudge, Preference, mean_with_ci, outcome, pairwise_summary
-from sandbox.verifiers import ReferenceSimilarity
+from judges.lm import ObserverPanel, PairwiseJudge
+from judges.preference import Preference, mean_with_ci, outcome, pairwise_summary
+from judges.verifiable import ReferenceSimilarity
 from scenarios import LoadedScenario
 from scenarios.question_files import load_questions
 

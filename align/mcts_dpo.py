@@ -1,6 +1,6 @@
 """MCTS-DPO (Xie et al. 2024, "Monte Carlo Tree Search Boosts Reasoning via Iterative Preference
 Learning"): each iteration the current iterate searches training problems step by step
-(sandbox.mcts), sibling steps on the committed paths become step-level pairs, and the next
+(search.mcts), sibling steps on the committed paths become step-level pairs, and the next
 iterate learns them with conservative DPO against the INITIAL model.
 
 A step pair {prompt, prefix, chosen, rejected, q_*, n_*} (the `steps` export) trains on the
@@ -34,9 +34,10 @@ from align.exact_eval import ACCURACY_TABLE, exact_answer_evaluator
 from align.iterate import IterationContext, IterativeMethod
 from align.losses import PreferenceLoss, dpo_loss
 from align.tokenization import TokenizedPair, renderer_for, tokenize_pair
-from sandbox.mcts import label_smoothing, steps_rows
 from scenarios import Question, ScenarioError, load_scenario
 from scenarios.schema import MctsConfig
+from search.pairs import label_smoothing, steps_rows
+from search.scenario import search_questions
 
 STEPS_IN_RUN = Path("export") / "steps.jsonl"
 _STEPS_EXPECTED = {
@@ -181,8 +182,6 @@ def iteration_problems(problems: list[Question], count: int, seed: int, iteratio
 def mcts_iteration_data(context: IterationContext) -> list[dict]:
     """Search this iteration's problems with the current iterate (every tree in the same batched
     calls); the step pairs of their committed paths, with provenance."""
-    from sandbox.mcts_phase import search_questions  # the simulation's modules: only once we search
-
     config: MCTSDPOConfig = context.config
     search = search_config(context.data_file, config)
     problems = iteration_problems(context.rows, config.problems, config.seed, context.iteration)

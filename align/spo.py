@@ -35,9 +35,8 @@ from align.errors import DataError
 from align.processes import cpu_process_group
 from align.rundir import RunDir
 from align.trainer import TrainResult
-from sandbox.judging import first_preferred
-from sandbox.selfplay import DEFAULT_CRITERION, debias, position_bias, win_rates
-from sandbox.verifiers import NEEDS, VerifiableJudges, reward_function
+from judges.preference import DEFAULT_CRITERION, debias, first_preferred, position_bias, win_rates
+from judges.verifiable import NEEDS, VerifiableJudges, reward_function
 
 # (question, first answer, second answer) for each item -> P(the judge prefers the first); one batched call.
 PairwiseJudgeFn = Callable[[list[tuple[str, str, str]]], list[float | None]]
@@ -80,7 +79,7 @@ class SPOReward:
     """In-group win rates in GRPOTrainer's reward signature ``(prompts, completions, **kwargs)``.
 
     Pairwise judges compare every pair in both orders; pointwise ``scorers`` (a score per
-    completion in TRL's reward signature, e.g. sandbox.verifiers.reward_function) vote within
+    completion in TRL's reward signature, e.g. judges.verifiable.reward_function) vote within
     the group: the higher score wins, equal scores tie, no score abstains. ``history`` keeps, per
     call, the groups' rewards, the share with no spread, the same share per scorer (a judge whose
     scores never differ within a group, such as the decline judge when no sample declines, adds
@@ -225,7 +224,7 @@ class SPOTrainer:
     """``socialign train --method spo``: the registered method's hooks (align.run) around ``train_spo``.
 
     Not the skeleton's loop: sampling, KL and the group-relative gradient are TRL's GRPOTrainer.
-    Judges: the verifiable ones (sandbox.verifiers, one vote each) and/or the LM pairwise judge.
+    Judges: the verifiable ones (judges.verifiable, one vote each) and/or the LM pairwise judge.
     Saves the model in the output directory, TRL's step logs in metrics.jsonl, and the share of
     groups with no spread in reward in spo_summary.json.
     """

@@ -35,7 +35,7 @@ from align.losses import PreferenceLoss, sppo_loss
 from align.spo import configured_judges, spo_reward
 from align.tokenization import TokenizedPair, tokenize_pairs
 from align.trainer import StepOutput
-from sandbox.verifiers import NEEDS
+from judges.verifiable import NEEDS
 
 
 @dataclass(frozen=True)

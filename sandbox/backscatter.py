@@ -22,10 +22,9 @@ from pydantic import BaseModel, ConfigDict
 
 from agents import prompts
 from agents.backends import Completion, GenerationRequest, Message
+from agents.engine import Generate, Producer, first_completion, gather, immediate
 from agents.memory import MemoryItem
-from sandbox.context import RunContext
-from sandbox.engine import Generate, Producer, first_completion, gather, immediate
-from sandbox.judging import (
+from judges.lm import (
     ObserverPanel,
     Rating,
     json_ratings,
@@ -34,6 +33,7 @@ from sandbox.judging import (
     score_id,
     verify,
 )
+from sandbox.context import RunContext
 from sandbox.records import Phase, RoundRecord, Step, register_kind
 from sandbox.selfplay_phase import SELFPLAY, selfplay_step
 from sandbox.world import Agent

@@ -22,7 +22,7 @@ revision that gained the margin after its feedback ("realignment"), and the bank
 answers for a seeded sample of training questions ("reference"). SPIN: the same sample's
 references (or, in a bank without references, each question's best allowed revision) as
 ``real`` beside an agent's draft as ``generated``. Steps: the sibling steps along each search
-tree's committed path (sandbox.mcts.step_pairs). ``export/filters.json`` says how many
+tree's committed path (search.mcts.step_pairs). ``export/filters.json`` says how many
 candidate rows each filter dropped.
 """
 
@@ -36,9 +36,11 @@ from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 
+from agents.engine import Scheduler
 from agents.files import write_atomic
 from agents.prompts import revision_messages
 from agents.seeding import derive_seed
+from judges.lm import available_judges, verify
 from sandbox.backscatter import (
     AnswerRecord,
     RatingRecord,
@@ -49,10 +51,8 @@ from sandbox.backscatter import (
     verdict_record,
 )
 from sandbox.dataset_card import write_dataset_card
-from sandbox.engine import Scheduler
 from sandbox.errors import RunError
 from sandbox.filters import Cleaned, clean_answer
-from sandbox.judging import available_judges, verify
 from sandbox.mcts_phase import tree_steps_rows
 from sandbox.selfplay import pair_rows, prompt_rows, ranked_rows
 from sandbox.store import RunStore, WorldStore, jsonl

@@ -5,7 +5,7 @@ round's question K times (one ``n=K`` request); LM judges (the observers' model 
 observer persona, and/or the agent's graph neighbours with their own models and personas)
 compare every pair of samples and every sample against the round's final answers of the
 nearest other agents that answered the same question; verifiable judges (decline,
-reference similarity: sandbox.verifiers) vote too. Every group of every agent of every world
+reference similarity: judges.verifiable) vote too. Every group of every agent of every world
 is one producer, so the scheduler makes one generate call and one judge call per model, and
 one encoder call for every embedding the verifiers need.
 
@@ -20,10 +20,11 @@ from collections.abc import Mapping, Sequence
 
 import networkx as nx
 
+from agents.engine import Producer, gather
 from agents.prompts import OBSERVER_PERSONA
+from judges.lm import verify
+from judges.verifiable import JUDGES
 from sandbox.context import RunContext
-from sandbox.engine import Producer, gather
-from sandbox.judging import verify
 from sandbox.records import Phase, Record
 from sandbox.selfplay import (
     Judge,
@@ -34,7 +35,6 @@ from sandbox.selfplay import (
     record_of,
     selfplay_group,
 )
-from sandbox.verifiers import JUDGES
 from sandbox.world import Agent
 from scenarios import Question
 
@@ -49,7 +49,7 @@ def _nearest_answering(ctx: RunContext, agent: Agent, answered: Sequence[Agent],
 
 
 class _Verifiers:
-    """One group's verifiable judges (sandbox.verifiers) as a self-play ``verify`` producer: its
+    """One group's verifiable judges (judges.verifiable) as a self-play ``verify`` producer: its
     embeddings are one Embed op, so the scheduler embeds every group of the phase in one call.
     Keeps the judgements: each sample's veto goes into the record."""
 

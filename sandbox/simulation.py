@@ -18,12 +18,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from agents.backends import Backend, BackendPool
+from agents.engine import Scheduler
 from agents.memory import EmbeddingMemory, Encoder, MemoryItem
 from agents.registry import check_model
 from agents.seeding import derive_seed
 from sandbox.backscatter import MEMORY, back_scatter
 from sandbox.context import RunContext
-from sandbox.engine import Scheduler
 from sandbox.errors import RunError
 from sandbox.mcts_phase import mcts_rounds
 from sandbox.records import Step

@@ -318,7 +318,7 @@ class SelfPlayConfig(Strict):
         return self
 
 
-MCTS_DELIMITERS = ("newline", "sentence", "step")  # sandbox.mcts.DELIMITERS (scenarios imports no sandbox)
+MCTS_DELIMITERS = ("newline", "sentence", "step")  # search.mcts.DELIMITERS (scenarios imports no sandbox)
 
 
 class MctsConfig(Strict):

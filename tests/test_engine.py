@@ -11,11 +11,14 @@ from test_simulation import SCENARIO
 
 from agents.backends import GenerationRequest
 from agents.backends.hf import HFBackend
+from agents.engine import Generate, NextToken, Scheduler, Score, first_completion
 from agents.memory import Encoder
-from sandbox import RunError, RunStore, Simulation, plan_worlds, records
+from sandbox import records
 from sandbox.context import replay_or_run
-from sandbox.engine import Generate, NextToken, Scheduler, Score, first_completion
+from sandbox.errors import RunError
 from sandbox.records import Phase, RoundRecord, Step, register_kind
+from sandbox.simulation import Simulation, plan_worlds
+from sandbox.store import RunStore
 from scenarios import load_scenario
 
 USER = ({"role": "user", "content": "Say something kind."},)

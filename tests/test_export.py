@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agents.engine import Scheduler
 from agents.memory import Encoder
 from agents.prompts import revision_messages
+from judges.lm import verify
 from sandbox.backscatter import AnswerRecord, ScoreRecord
-from sandbox.engine import Scheduler
 from sandbox.export import export_run, reference_sample
 from sandbox.filters import clean_answer
-from sandbox.judging import verify
 from sandbox.records import Phase, Step
 from sandbox.store import RunStore
 from scenarios import Question, ScenarioError, load_bank, load_scenario

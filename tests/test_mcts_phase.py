@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from agents.memory import Encoder
-from sandbox import Simulation, export_run, plan_worlds
-from sandbox.mcts import Tree
+from sandbox.export import export_run
+from sandbox.simulation import Simulation, plan_worlds
 from scenarios import ScenarioError, load_scenario
+from search.mcts import Tree
 from socialign.cli import main
 
 ARITHMETIC = """\

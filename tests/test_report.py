@@ -19,8 +19,8 @@ from PIL import Image
 from test_simulation import simulate
 
 from agents.memory import Encoder
-from sandbox import export_run
 from sandbox.dataset_card import card_text
+from sandbox.export import export_run
 from sandbox.report import (
     agent_means,
     build_report,

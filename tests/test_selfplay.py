@@ -10,21 +10,17 @@ import numpy as np
 import pytest
 
 from agents.backends.hf import HFBackend
+from agents.engine import Scheduler, immediate
 from agents.prompts import pairwise_messages
-from sandbox.engine import Scheduler, immediate
-from sandbox.selfplay import (
-    Judge,
-    Opponent,
-    SelfPlayAgent,
+from judges.preference import (
     best_and_worst,
     bradley_terry,
     debias,
-    graph_ratings,
     position_bias,
     preference_matrix,
-    selfplay_group,
     win_rates,
 )
+from sandbox.selfplay import Judge, Opponent, SelfPlayAgent, graph_ratings, selfplay_group
 
 # -- the pure core ----------------------------------------------------------------------------
 

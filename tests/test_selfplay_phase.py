@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from agents.memory import Encoder
-from sandbox import Simulation, export_run, plan_worlds
+from sandbox.export import export_run
+from sandbox.simulation import Simulation, plan_worlds
 from scenarios import load_scenario
 
 SCENARIO = """\
