@@ -15,9 +15,8 @@ directory or a world's directory, with these shapes:
 - ``selfplay.jsonl``: one row per self-play group: ``agent``, ``question``, ``samples`` (texts),
   ``win_rates`` (in-group, None where unreadable), optional ``group`` and ``position_bias``
   (judge name -> {``first_slot_rate``, ...}).
-- ``trees.jsonl``: one row per search tree with ``nodes``, or one row per node with ``tree``;
-  a node has ``id``, ``parent`` (None at the root), ``visits``, ``value`` and ``text`` (its
-  step); a tree row may carry ``question``.
+- ``trees.jsonl``: the MCTS protocol's records (sandbox.mcts_phase.TreeRecord), one per tree
+  and committed step, each holding the whole tree so far; a search is its tree's last one.
 """
 
 from __future__ import annotations
@@ -33,12 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from pydantic import ValidationError
 
 from agents.files import write_atomic
 from sandbox import report_figures as figures
 from sandbox.backscatter import RatingRecord
 from sandbox.errors import RunError
 from sandbox.export import Exporter, world_exporters
+from sandbox.mcts_phase import TreeRecord, latest_trees
 from sandbox.run_info import RunInfo
 from sandbox.store import MANIFEST, RunStore
 from sandbox.world import World
@@ -424,16 +425,19 @@ def _spread(row: dict) -> float:
     return max(rates) - min(rates) if rates else -1.0
 
 
-def tree_nodes(rows: list[dict]) -> dict[str, tuple[dict, list[dict]]]:
-    """tree name -> (tree row, its nodes), from either shape of trees.jsonl (see module doc)."""
-    trees: dict[str, tuple[dict, list[dict]]] = {}
-    for index, row in enumerate(rows):
-        if isinstance(row.get("nodes"), list):
-            name = str(row.get("tree", row.get("id", f"tree {index + 1}")))
-            trees[name] = (row, [n for n in row["nodes"] if isinstance(n, dict) and "id" in n])
-        elif "tree" in row and "id" in row:
-            trees.setdefault(str(row["tree"]), ({}, []))[1].append(row)
-    return {name: tree for name, tree in trees.items() if tree[1]}
+def tree_nodes(rows: list[dict]) -> dict[str, tuple[str, list[dict]]]:
+    """tree id -> (its question, its nodes as the figure draws them: id, parent, visits, value = Q,
+    text = the step), from each search's last stored snapshot."""
+    try:
+        records = latest_trees([TreeRecord.model_validate(row) for row in rows])
+    except ValidationError as error:
+        raise RunError(f"{TREES_FILE}: not a search tree record ({error.errors()[0]['msg']})") from None
+    return {
+        record.tree_id: (record.tree.messages[-1]["content"],
+                         [{"id": n.id, "parent": n.parent, "visits": n.n, "value": n.q, "text": n.step}
+                          for n in record.tree.nodes.values()])
+        for record in records
+    }
 
 
 def principal_variation(nodes: list[dict]) -> list[dict]:
@@ -467,10 +471,8 @@ def trees_section(report: Report, rows: list[dict] | None) -> None:
             f"the {len(largest)} largest:</p>")
     body += report.figure("trees", figures.trees_figure({name: nodes for name, (_, nodes) in largest}),
                           "search trees: node size by visits, colour by value")
-    for name, (row, nodes) in largest:
-        body += f"<h3>{esc(name)}: most-visited path</h3>"
-        if row.get("question"):
-            body += f"<p><b>{esc(row['question'])}</b></p>"
+    for name, (question, nodes) in largest:
+        body += f"<h3>{esc(name)}: most-visited path</h3><p><b>{esc(question)}</b></p>"
         body += table(["depth", "visits", "value", "step"],
                       [(depth, n.get("visits"), n.get("value"), n.get("text", ""))
                        for depth, n in enumerate(principal_variation(nodes))])

@@ -21,6 +21,7 @@ from test_simulation import simulate
 from agents.memory import Encoder
 from sandbox.dataset_card import card_text
 from sandbox.export import export_run
+from sandbox.mcts_phase import TreeRecord
 from sandbox.report import (
     agent_means,
     build_report,
@@ -32,6 +33,7 @@ from sandbox.report import (
 from sandbox.report_figures import tree_layout
 from sandbox.run_info import RunInfo
 from sandbox.store import RunStore
+from search.mcts import Node, Tree
 from socialign.cli import main
 
 SCENARIO = """\
@@ -113,15 +115,12 @@ def hostile(run_dir, tmp_path_factory) -> dict[str, Path]:
          "win_rates": [0.9, 0.1, None], "position_bias": {"judge <i>x</i>": {"first_slot_rate": 0.6}}},
         {"agent": "blunt-0", "question": "q", "samples": ["a", "b"], "win_rates": [0.5, 0.5]},
     ])
-    write(run / "trees.jsonl", [
-        {"tree": "t1", "question": HOSTILE, "nodes": [
-            {"id": "r", "parent": None, "visits": 10, "value": 0.5, "text": ""},
-            {"id": "a", "parent": "r", "visits": 7, "value": 0.8, "text": HOSTILE},
-            {"id": "b", "parent": "r", "visits": 3, "value": 0.2, "text": "b"},
-        ]},
-        {"tree": "t2", "id": "x", "parent": None, "visits": 2, "value": 0.1},
-        {"tree": "t2", "id": "y", "parent": "x", "visits": 1, "value": 0.3, "text": "y"},
-    ])
+    tree = Tree(id="t1", messages=[{"role": "user", "content": HOSTILE}], nodes={
+        "0": Node(id="0", parent=None, n=10, value_sum=5.0, children=["0.0", "0.1"]),
+        "0.0": Node(id="0.0", parent="0", step=HOSTILE, n=7, value_sum=5.6),
+        "0.1": Node(id="0.1", parent="0", step="b", n=3, value_sum=0.6)}, root="0.0", done=True)
+    write(run / "trees.jsonl", [TreeRecord(id="t1/step-0", round=0, phase="mcts-0", tree_id="t1", agent="kind-0",
+                                           question_id="q", tree=tree).model_dump(mode="json")])
     train = root / "dpo"
     train.mkdir()
     write(train / "metrics.jsonl", [{"step": s, "epoch": s / 4, "loss": 0.7 - 0.05 * s, "rewards/margin": 0.1 * s,
