@@ -35,7 +35,7 @@ from align.losses import PreferenceLoss, sppo_loss
 from align.spo import configured_judges, spo_reward
 from align.tokenization import TokenizedPair, tokenize_pairs
 from align.trainer import StepOutput
-from judges.verifiable import NEEDS
+from scenarios.schema import QUESTION_FIELD
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def check_judges(rows: list[PromptRow], config: SPPOConfig, path: Path) -> None:
     """Refuse a row that no judge could score (its K win rates would be unknown)."""
     if config.lm_judge:
         return
-    fields = [NEEDS[name] for name in config.verifier_names()]
+    fields = [QUESTION_FIELD[name] for name in config.verifier_names()]
     for number, row in enumerate(rows, start=1):
         if all(getattr(row, needed) is None for needed in fields):
             raise DataError(f"{path}: row {number}: no judge can score its replies: it has no "

@@ -30,9 +30,10 @@ from agents.backends import Backend, GenerationRequest, Message, expected_rating
 from agents.engine import Embed, Generate, NextToken, Producer, first_completion, gather
 from agents.grouping import positions_by
 from agents.seeding import derive_seed
-from judges.preference import Preference, first_preferred
-from judges.verifiable import JUDGES, NEEDS, Judgement, VerifiableJudges
+from judges.preference import DEFAULT_CRITERION, Preference, first_preferred
+from judges.verifiable import JUDGES, Judgement, VerifiableJudges
 from scenarios import ObserversConfig, Question
+from scenarios.schema import QUESTION_FIELD
 
 # -- ratings ----------------------------------------------------------------------------------
 
@@ -219,7 +220,7 @@ class _Embedded:
 
 def available_judges(questions: Sequence[Question]) -> list[str]:
     """The verifiable judges these questions can feed (a judge needs its field on some question)."""
-    return [name for name in JUDGES if any(getattr(q, NEEDS[name]) is not None for q in questions)]
+    return [name for name in JUDGES if any(getattr(q, QUESTION_FIELD[name]) is not None for q in questions)]
 
 
 def verify(questions: Sequence[Question], answers: Sequence[str], encoder) -> Producer[list[Judgement]]:
@@ -244,18 +245,20 @@ def verify(questions: Sequence[Question], answers: Sequence[str], encoder) -> Pr
 @dataclass(frozen=True)
 class PairwiseJudge:
     backend: Backend
-    criterion: str = "more helpful, honest and harmless"
+    criterion: str = DEFAULT_CRITERION
     persona: str = prompts.OBSERVER_PERSONA
+
+    def reads(self, items: Sequence[tuple[str, str, str]]) -> Producer[list[float | None]]:
+        """For each (question, first, second) as given: P(the judge picks slot 1), one step."""
+        distributions = yield [
+            NextToken(self.backend, tuple(prompts.pairwise_messages(q, a, b, self.criterion, self.persona)), ("1", "2"))
+            for q, a, b in items
+        ]
+        return [first_preferred(d) for d in distributions]
 
     def compare(self, items: Sequence[tuple[str, str, str]]) -> Producer[list[Preference | None]]:
         """For each (question, A, B): the judge's preference read in both orders, one step."""
-        def ask(question: str, first: str, second: str) -> NextToken:
-            messages = prompts.pairwise_messages(question, first, second, self.criterion, self.persona)
-            return NextToken(self.backend, tuple(messages), ("1", "2"))
-
-        ops = [ask(q, a, b) for q, a, b in items] + [ask(q, b, a) for q, a, b in items]
-        distributions = yield ops
-        probabilities = [first_preferred(d) for d in distributions]
+        probabilities = yield from self.reads([*items, *((q, b, a) for q, a, b in items)])
         forward, backward = probabilities[: len(items)], probabilities[len(items) :]
         return [
             Preference(f, b) if f is not None and b is not None else None for f, b in zip(forward, backward)

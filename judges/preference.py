@@ -78,6 +78,24 @@ def position_bias(p_first_forward, p_first_backward) -> dict:
             "order_dependent": float(flips.mean())}
 
 
+def group_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair i < j of a group's K samples, as (first, second) index arrays."""
+    return np.triu_indices(k, 1)
+
+
+def both_orders(p_first_forward, p_first_backward) -> tuple[np.ndarray, dict]:
+    """An LM judge's comparisons read in both orders: P(first beats second) with the position bias
+    removed (``debias``), and that bias over all of them (``position_bias``)."""
+    return debias(p_first_forward, p_first_backward)[0], position_bias(p_first_forward, p_first_backward)
+
+
+def vote(scores, first, second) -> np.ndarray:
+    """A pointwise judge's comparisons: the higher score wins (1), equal scores tie (1/2), a missing
+    score (None) abstains (NaN)."""
+    values = np.array([math.nan if s is None else s for s in scores], dtype=float)
+    return (np.sign(values[first] - values[second]) + 1) / 2
+
+
 def preference_matrix(k: int, first, second, p_first_wins) -> np.ndarray:
     """P[i, j] = mean over the comparisons of i and j of P(i beats j); P[j, i] = 1 - P[i, j].
 

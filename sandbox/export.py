@@ -41,6 +41,7 @@ from agents.files import write_atomic
 from agents.prompts import revision_messages
 from agents.seeding import derive_seed
 from judges.lm import available_judges, verify
+from judges.verifiable import mix
 from sandbox.backscatter import (
     AnswerRecord,
     RatingRecord,
@@ -82,13 +83,6 @@ def answer_scores(scores: list[ScoreRecord]) -> dict[str, dict[str, float]]:
         if s.ok:
             collected[s.answer_id][s.dimension].append(s.score)
     return {a: {d: statistics.fmean(v) for d, v in dims.items()} for a, dims in collected.items()}
-
-
-def mix(scores: dict[str, float], weights: dict[str, float]) -> float | None:
-    """The weighted mean of the judges that scored (None if none with a weight did)."""
-    present = {name: s for name, s in scores.items() if weights.get(name, 0) > 0}
-    total = sum(weights[name] for name in present)
-    return sum(weights[name] * s for name, s in present.items()) / total if total else None
 
 
 def rank_judge_problem(rank_by: str, weights: dict[str, float], questions: Sequence[Question]) -> str | None:

@@ -27,25 +27,18 @@ from judges.lm import PairwiseJudge
 from judges.preference import (
     DEFAULT_CRITERION,
     Preference,
+    both_orders,
     bradley_terry,
-    debias,
+    group_pairs,
     mean_over_opponents,
-    position_bias,
     preference_matrix,
+    vote,
     win_rates,
 )
 from sandbox.records import RoundRecord, register_kind
+from sandbox.world import Agent
 
 # -- the producer -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SelfPlayAgent:
-    name: str
-    persona: str
-    temperature: float = 0.7
-    top_p: float = 1.0
-    reply_prefix: str = ""  # every sample continues it
 
 
 @dataclass(frozen=True)
@@ -105,7 +98,7 @@ def _reads(preferences: Sequence[Preference | None]) -> tuple[np.ndarray, np.nda
 
 def selfplay_group(
     question: str,
-    agent: SelfPlayAgent,
+    agent: Agent,
     k: int,
     backend: Backend,
     judges: Sequence[Judge],
@@ -125,13 +118,13 @@ def selfplay_group(
     """
     request = GenerationRequest(
         messages=answer_messages(agent.persona, question, []), prefix=agent.reply_prefix, n=k,
-        temperature=agent.temperature, top_p=agent.top_p, max_new_tokens=max_new_tokens,
-        seed=derive_seed(seed, "selfplay", group_id, agent.name),
+        temperature=agent.sampling.temperature, top_p=agent.sampling.top_p, max_new_tokens=max_new_tokens,
+        seed=derive_seed(seed, "selfplay", group_id, agent.id),
     )
     (completions,) = yield [Generate(backend, request)]
     samples = [(agent.reply_prefix + c.text).strip() for c in completions]
     answers = samples + [o.answer for o in opponents]  # players 0..k-1 are samples, then opponents
-    first, second = np.triu_indices(k, 1)
+    first, second = group_pairs(k)
     first = np.concatenate([first, np.repeat(np.arange(k), len(opponents))]).astype(int)
     second = np.concatenate([second, np.tile(np.arange(k, len(answers)), k)]).astype(int)
 
@@ -148,11 +141,10 @@ def selfplay_group(
     for name, members in panels.items():
         forward, backward = (np.concatenate(r) for r in zip(*(_reads(m) for m in members)))
         repeat = len(members)
-        outcomes[name] = (np.tile(first, repeat), np.tile(second, repeat), debias(forward, backward)[0])
-        biases[name] = position_bias(forward, backward)
-    for name, values in verified.items():
-        scores = np.array([math.nan if s is None else s for s in values], dtype=float)
-        outcomes[name] = (first, second, (np.sign(scores[first] - scores[second]) + 1) / 2)
+        p, biases[name] = both_orders(forward, backward)
+        outcomes[name] = (np.tile(first, repeat), np.tile(second, repeat), p)
+    for name, scores in verified.items():
+        outcomes[name] = (first, second, vote(scores, first, second))
 
     def joined(index: int) -> np.ndarray:
         return np.concatenate([o[index] for o in outcomes.values()]) if outcomes else np.empty(0, dtype=int)
@@ -166,7 +158,7 @@ def selfplay_group(
     ]
     return SelfPlayGroup(
         question=question,
-        agent=agent.name,
+        agent=agent.id,
         samples=samples,
         tokens=[c.num_tokens for c in completions],
         win_rates=_nullable(mean_over_opponents(against[:k, :k])),

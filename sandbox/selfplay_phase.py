@@ -30,7 +30,6 @@ from sandbox.selfplay import (
     Judge,
     Opponent,
     RatingsRecord,
-    SelfPlayAgent,
     graph_ratings,
     record_of,
     selfplay_group,
@@ -87,9 +86,7 @@ def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, fina
         panel = _Verifiers(questions[a.question_id], ctx.memory.encoder) if config.verifiers else None
         panels.append(panel)
         producers.append(selfplay_group(
-            a.question, SelfPlayAgent(agent.id, agent.persona, agent.sampling.temperature, agent.sampling.top_p,
-                                      agent.reply_prefix),
-            config.k, ctx.backend(agent.model), lm_judges, panel, opponents,
+            a.question, agent, config.k, ctx.backend(agent.model), lm_judges, panel, opponents,
             seed=ctx.seed, group_id=f"{round_index}/{a.question_id}",
             max_new_tokens=config.max_new_tokens or agent.sampling.max_new_tokens,
         ))
