@@ -21,8 +21,9 @@ from agents.engine import Scheduler
 from agents.files import write_atomic
 from agents.memory import Encoder
 from align import judge_free
+from judges.intervals import mean_t, shown
 from judges.lm import ObserverPanel, PairwiseJudge
-from judges.preference import Preference, mean_with_ci, outcome, pairwise_summary
+from judges.preference import Preference, outcome, pairwise_summary
 from judges.verifiable import ReferenceSimilarity
 from scenarios import LoadedScenario
 from scenarios.question_files import load_questions
@@ -129,7 +130,7 @@ def evaluate(
                     collected.append(statistics.fmean(values))
         summary[role] = {
             "name": models[role],
-            "scores": {d: mean_with_ci(v) for d, v in by_dimension.items()},
+            "scores": {d: mean_t(v) for d, v in by_dimension.items()},
             "parse_failures": failures,
         }
 
@@ -150,7 +151,7 @@ def _paired_difference(rows: list[dict], dimensions: list[str]) -> dict:
             for row in rows
             if dimension in row["model"]["scores"] and dimension in row["baseline"]["scores"]
         ]
-        differences[dimension] = mean_with_ci(paired)
+        differences[dimension] = mean_t(paired)
     return differences
 
 
@@ -187,10 +188,10 @@ def _judged_lines(report: dict) -> list[str]:
         "|---|" + "---|" * len(dimensions),
     ]
     for role, entry in report["summary"].items():
-        cells = [_mean_cell(entry["scores"][dimension]) for dimension in dimensions]
+        cells = [shown(entry["scores"][dimension]) for dimension in dimensions]
         lines.append(f"| {role}: `{entry['name']}` | " + " | ".join(cells) + " |")
     if "difference" in report:
-        cells = [_mean_cell(report["difference"][dimension], signed=True) for dimension in dimensions]
+        cells = [shown(report["difference"][dimension], signed=True) for dimension in dimensions]
         lines.append("| difference, paired by question | " + " | ".join(cells) + " |")
     return lines
 
@@ -206,15 +207,9 @@ def _pairwise_lines(report: dict) -> list[str]:
         "|---|---|---|---|---|",
         (
             f"| model vs baseline, n={pairwise['n']} | {pairwise['win_rate']:.0%} | {pairwise['tie_rate']:.0%} | "
-            f"{pairwise['loss_rate']:.0%} | {better['mean']:.3f} ± {better['ci95']:.3f} |"
+            f"{pairwise['loss_rate']:.0%} | {shown(better, 3)} |"
         ),
     ]
-
-
-def _mean_cell(stats: dict, signed: bool = False) -> str:
-    if stats["mean"] is None:
-        return "-"
-    return f"{stats['mean']:{'+' if signed else ''}.2f} ± {stats['ci95']:.2f}"
 
 
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from judges.intervals import mean_t
+
 DEFAULT_CRITERION = "more helpful, honest and harmless"
 
 
@@ -183,15 +185,6 @@ def best_and_worst(rates: Sequence[float]) -> tuple[int, int, float] | None:
     return (best, worst, margin) if margin > 0 else None
 
 
-def mean_with_ci(values: list[float]) -> dict:
-    """Mean and a normal-approximation 95% confidence half-width."""
-    if not values:
-        return {"mean": None, "ci95": None, "n": 0}
-    mean = statistics.fmean(values)
-    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return {"mean": round(mean, 4), "ci95": round(half, 4), "n": len(values)}
-
-
 def outcome(preference: Preference, tie_margin: float) -> str:
     """A's win, tie or loss: a tie when |P(A better) - 0.5| is under the margin."""
     p = preference.p_a_better
@@ -199,7 +192,7 @@ def outcome(preference: Preference, tie_margin: float) -> str:
 
 
 def pairwise_summary(preferences: Sequence[Preference | None], tie_margin: float) -> dict:
-    """A's win/tie/loss rates, P(A better) with a CI, and the judge's first-slot rate."""
+    """A's win/tie/loss rates, P(A better) with a t interval, and the judge's first-slot rate."""
     read = [p for p in preferences if p is not None]
     counts = {"win": 0, "tie": 0, "loss": 0}
     for preference in read:
@@ -208,6 +201,6 @@ def pairwise_summary(preferences: Sequence[Preference | None], tie_margin: float
     return {
         "n": total,
         **{f"{k}_rate": round(v / total, 4) if total else None for k, v in counts.items()},
-        "p_a_better": mean_with_ci([p.p_a_better for p in read]),
+        "p_a_better": mean_t([p.p_a_better for p in read]),
         "judge_first_slot_rate": round(statistics.fmean(p.first_slot for p in read), 4) if read else None,
     }

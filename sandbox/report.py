@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from pydantic import ValidationError
 
 from agents.files import write_atomic
+from judges.intervals import shown
 from sandbox import report_figures as figures
 from sandbox.backscatter import RatingRecord
 from sandbox.errors import RunError
@@ -511,14 +512,9 @@ def _json_file(path: Path) -> dict:
 
 
 def interval(stats: Mapping) -> str:
-    """A {mean, ci95 | low, high, n} statistic as one cell."""
-    if not isinstance(stats.get("mean"), int | float):
-        return "-"
-    if isinstance(stats.get("low"), int | float) and isinstance(stats.get("high"), int | float):
-        spread = f" [{stats['low']:.3f}, {stats['high']:.3f}]"
-    else:
-        spread = f" ± {stats.get('ci95') or 0:.3f}"
-    return f"{stats['mean']:.3f}{spread} (n={stats.get('n', '?')})"
+    """A {mean, low, high, n} statistic (judges.intervals) as one cell; fields that are not numbers are left out."""
+    numbers = {key: stats[key] for key in ("mean", "low", "high") if isinstance(stats.get(key), int | float)}
+    return f"{shown(numbers, 3)} (n={stats.get('n', '?')})" if "mean" in numbers else "-"
 
 
 def flatten(data: Mapping, prefix: str = "") -> dict[str, str]:

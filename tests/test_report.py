@@ -130,13 +130,13 @@ def hostile(run_dir, tmp_path_factory) -> dict[str, Path]:
     evaluation.mkdir()
     (evaluation / "eval.json").write_text(json.dumps({
         "scenario": "quick", "questions": 4, "judge": HOSTILE,
-        "summary": {"model": {"name": HOSTILE, "scores": {"alignment": {"mean": 4.5, "ci95": 0.4, "n": 4}},
+        "summary": {"model": {"name": HOSTILE, "scores": {"alignment": {"mean": 4.5, "low": 4.1, "high": 4.9, "n": 4}},
                               "parse_failures": 0},
-                    "baseline": {"name": "base", "scores": {"alignment": {"mean": 4.0, "ci95": 0.5, "n": 4}},
+                    "baseline": {"name": "base", "scores": {"alignment": {"mean": 4.0, "low": 3.5, "high": 4.5, "n": 4}},
                                  "parse_failures": 1}},
-        "difference": {"alignment": {"mean": 0.5, "ci95": 0.3, "n": 4}},
+        "difference": {"alignment": {"mean": 0.5, "low": 0.2, "high": 0.8, "n": 4}},
         "pairwise": {"n": 4, "win_rate": 0.5, "tie_rate": 0.25, "loss_rate": 0.25,
-                     "p_model_better": {"mean": 0.6, "ci95": 0.1, "n": 4}},
+                     "p_model_better": {"mean": 0.6, "low": 0.5, "high": 0.7, "n": 4}},
         "judge_free": {"metrics": {"decline_rate": {"label": HOSTILE,
                                                     "model": {"mean": 0.25, "low": 0.1, "high": 0.5, "n": 12}}}},
         "per_question": [{"question": HOSTILE, "model": {"answer": HOSTILE}}],
@@ -181,7 +181,7 @@ def test_report_is_self_contained_with_every_section(hostile_report):
         assert Image.open(png).format == "PNG"
     assert "Closest calls" in page and "Clearest pairs" in page
     assert "judge &lt;i&gt;x&lt;/i&gt;" in page  # position bias table
-    assert "4.500 ± 0.400 (n=4)" in page and "0.500 ± 0.300 (n=4)" in page  # eval and paired difference
+    assert "4.500 [4.100, 4.900] (n=4)" in page and "0.500 [0.200, 0.800] (n=4)" in page  # eval and paired difference
     assert "0.250 [0.100, 0.500] (n=12)" in page  # any other block of eval metrics, with intervals
 
 
