@@ -21,64 +21,23 @@ import contextlib
 import gc
 import random
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.seeding import derive_seed
 from align.config import MCTSDPOConfig
-from align.data import FIELD_EXPECTATIONS, Prompt, load_rows, locate_data
+from align.data import load_rows, locate_data
 from align.dpo import PreferenceTrainer
 from align.errors import DataError
 from align.exact_eval import ACCURACY_TABLE, exact_answer_evaluator
 from align.iterate import IterationContext, IterativeMethod
 from align.losses import PreferenceLoss, dpo_loss
 from align.tokenization import TokenizedPair, renderer_for, tokenize_pair
+from formats.rows import STEPS_EXPECTED, StepRow
 from scenarios import Question, ScenarioError, load_scenario
 from scenarios.schema import MctsConfig
-from search.pairs import label_smoothing, steps_rows
+from search.pairs import steps_rows
 from search.scenario import search_questions
 
 STEPS_IN_RUN = Path("export") / "steps.jsonl"
-_STEPS_EXPECTED = {
-    **FIELD_EXPECTATIONS,
-    "prefix": "a string (the reply so far; may be empty)",
-    "chosen": "a non-empty string (one step)",
-    "rejected": "a non-empty string (one step)",
-    "q_chosen": "a finite number",
-    "q_rejected": "a finite number",
-    "n_chosen": "an integer >= 1 (visits)",
-    "n_rejected": "an integer >= 1 (visits)",
-}
-
-
-class StepRow(BaseModel):
-    """One line of steps.jsonl: two sibling steps after the same prompt and reply prefix."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
-
-    prompt: Prompt
-    prefix: str
-    chosen: str = Field(min_length=1)
-    rejected: str = Field(min_length=1)
-    q_chosen: float
-    q_rejected: float
-    n_chosen: int = Field(ge=1)
-    n_rejected: int = Field(ge=1)
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _two_steps(self) -> StepRow:
-        if self.chosen == self.rejected:
-            raise ValueError("chosen and rejected are the same step")
-        return self
-
-    @property
-    def label_smoothing(self) -> float:
-        """a = min(0.5, n_rejected / (n_chosen + n_rejected)): how unsure the search was."""
-        return label_smoothing(self.n_chosen, self.n_rejected)
-
-
 def locate_steps(data: str | Path) -> Path:
     """`data` is a steps JSONL file or a simulation run directory (then its export/steps.jsonl)."""
     return locate_data(data, STEPS_IN_RUN, "steps")
@@ -86,7 +45,7 @@ def locate_steps(data: str | Path) -> Path:
 
 def load_steps(path: str | Path) -> list[StepRow]:
     """Every non-blank line validated; the first bad one raises DataError naming file:line and field."""
-    return load_rows(path, lambda record: StepRow, "step pairs", _STEPS_EXPECTED)
+    return load_rows(path, lambda record: StepRow, "step pairs", STEPS_EXPECTED)
 
 
 def tokenize_steps(rows: list[StepRow], tokenizer, max_length: int) -> list[TokenizedPair]:

@@ -30,11 +30,12 @@ from agents.backends.hf import HFBackend
 from agents.engine import Scheduler
 from agents.files import write_atomic
 from align.config import JudgeSettings, SPOConfig
-from align.data import PromptRow, load_prompts, locate_prompts
+from align.data import load_prompts, locate_prompts
 from align.errors import DataError
 from align.processes import cpu_process_group
 from align.rundir import RunDir
 from align.trainer import TrainResult
+from formats.rows import PromptRow
 from judges.lm import PairwiseJudge
 from judges.preference import DEFAULT_CRITERION, both_orders, group_pairs, vote, win_rates
 from judges.verifiable import VerifiableJudges, reward_function

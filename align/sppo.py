@@ -27,7 +27,7 @@ import torch
 from agents.backends import GenerationRequest
 from agents.seeding import derive_seed
 from align.config import SPPOConfig
-from align.data import PreferencePair, PromptRow, load_pairs, load_prompts, locate_pairs, locate_prompts
+from align.data import load_pairs, load_prompts, locate_pairs, locate_prompts
 from align.dpo import PreferenceTrainer
 from align.errors import DataError
 from align.iterate import IterationContext, IterativeMethod
@@ -35,6 +35,7 @@ from align.losses import PreferenceLoss, sppo_loss
 from align.spo import configured_judges, spo_reward
 from align.tokenization import TokenizedPair, tokenize_pairs
 from align.trainer import StepOutput
+from formats.rows import PreferencePair, PromptRow
 from scenarios.schema import QUESTION_FIELD
 
 

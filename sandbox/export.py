@@ -36,10 +36,13 @@ from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agents.engine import Scheduler
 from agents.files import write_atomic
 from agents.prompts import revision_messages
 from agents.seeding import derive_seed
+from formats.rows import EXPORT_ROWS
 from judges.lm import available_judges, verify
 from judges.verifiable import mix
 from sandbox.backscatter import (
@@ -487,6 +490,19 @@ def unavailable_features(questions: Sequence[Question]) -> list[str]:
     return notes
 
 
+def checked(kind: str, text: str) -> str:
+    """An export file's text once every line reads back as its row type (formats.rows), as a
+    trainer will read it: what the exporter writes is what the trainers accept."""
+    row_type = EXPORT_ROWS.get(kind)
+    for number, line in enumerate(text.splitlines() if row_type else [], start=1):
+        try:
+            row_type.model_validate(json.loads(line))
+        except ValidationError as error:
+            raise RunError(f"{EXPORT_DIR}/{kind}.jsonl:{number}: {error.errors()[0]['msg']} "
+                           f"at {'.'.join(map(str, error.errors()[0]['loc']))}") from None
+    return text
+
+
 def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int]:
     """Write export/<kind>.jsonl and export/filters.json for a run (all its worlds); row counts."""
     store = RunStore.existing(run_dir)
@@ -526,7 +542,7 @@ def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int
     out = store.root / EXPORT_DIR
     out.mkdir(exist_ok=True)
     for kind, rows in produced.items():
-        write_atomic(out / f"{kind}.jsonl", jsonl(rows))
+        write_atomic(out / f"{kind}.jsonl", checked(kind, jsonl(rows)))
     write_atomic(out / FILTERS_FILE, json.dumps(report, indent=2, sort_keys=True) + "\n")
     dropped = {f"{kind}: {name}": n for kind, filters in report["dropped"].items() for name, n in filters.items()}
     write_dataset_card(out, manifest, report["rows"], dropped)  # README.md: loadable and shareable as it is

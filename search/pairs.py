@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from formats.rows import label_smoothing
 from search.mcts import Node, Tree
-
-
-def label_smoothing(n_chosen: int, n_rejected: int, cap: float = 0.5) -> float:
-    """Conservative-DPO smoothing from visit counts: a = min(cap, n_rej / (n_chosen + n_rej)).
-
-    A chosen step the search visited far more than the rejected one is a confident preference
-    (a near 0); equal visits are as unsure as the cap allows.
-    """
-    return min(cap, n_rejected / (n_chosen + n_rejected))
 
 
 @dataclass(frozen=True)

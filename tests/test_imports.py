@@ -1,5 +1,5 @@
 """Imports flow one way and never in a circle, type-only imports included (read from the AST,
-nothing is imported): agents, scenarios -> judges -> search -> sandbox | align -> socialign -> bench.
+nothing is imported): agents, scenarios -> judges, formats -> search -> sandbox | align -> socialign -> bench.
 The simulation and the trainers are siblings: neither imports the other, also at run time."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("agents", "scenarios", "judges", "search", "sandbox", "align", "socialign", "bench")
-LAYER = {"agents": 0, "scenarios": 0, "judges": 1, "search": 2, "sandbox": 3, "align": 3, "socialign": 4, "bench": 5}
+PACKAGES = ("agents", "scenarios", "judges", "formats", "search", "sandbox", "align", "socialign", "bench")
+LAYER = {"agents": 0, "scenarios": 0, "judges": 1, "formats": 1, "search": 2, "sandbox": 3, "align": 3, "socialign": 4, "bench": 5}
 SIBLINGS = {("sandbox", "align"), ("align", "sandbox")}  # same layer, never an edge between them
 
 

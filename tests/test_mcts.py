@@ -11,6 +11,7 @@ import pytest
 from agents.backends.base import Completion
 from agents.backends.hf import HFBackend
 from agents.engine import Scheduler
+from formats.rows import label_smoothing
 from search.mcts import (
     Node,
     SearchSettings,
@@ -24,7 +25,7 @@ from search.mcts import (
     select,
     split_step,
 )
-from search.pairs import label_smoothing, step_pairs, steps_rows
+from search.pairs import step_pairs, steps_rows
 from search.values import OutcomeEvaluator
 
 PROMPT = [{"role": "user", "content": "Maya has 12 apples and buys 3 more. How many does she have?"}]
