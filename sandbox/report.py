@@ -344,7 +344,7 @@ def world_sections(report: Report, view: WorldView, prefix: str, heading: str) -
 
 def pairs_body(exporter: Exporter) -> str:
     """The clearest pairs (largest score gap) and the closest calls, with every peer's reason."""
-    pairs = sorted(exporter.pairs(), key=lambda p: (p["score_rejected"] - p["score_chosen"], p["meta"]["chosen"]["id"]))
+    pairs = sorted(exporter.pairs(), key=lambda p: (p["score_rejected"] - p["score_chosen"], _answer_id(p["meta"]["chosen"])))
     if not pairs:
         return absent(f"no pairs at margin {exporter.margin}")
     sources = defaultdict(int)
@@ -362,17 +362,23 @@ def pairs_body(exporter: Exporter) -> str:
     return "\n".join(parts)
 
 
+def _answer_id(meta: Mapping) -> str:
+    """A pair side's answer: a recorded answer's id, or a self-play group's record and sample."""
+    return meta["id"] if "id" in meta else f"{meta['record']}#{meta['sample']}"
+
+
 def _pair_card(pair: dict, reasons: Mapping[str, list[RatingRecord]]) -> str:
     def side(kind: str) -> str:
         meta = pair["meta"][kind]
         items = "".join(
             f"<li><b>{esc(r.rater)}</b> "
             f"{esc(_fmt(r.rating, 1) if r.ok else 'unparsed')}: {esc(r.reason)}</li>"
-            for r in reasons.get(meta["id"], [])
+            for r in reasons.get(_answer_id(meta), [])
         )
+        which = f'version {meta["version"]}' if "version" in meta else f'sample {meta["sample"]}'
         return (f'<div class="{kind}"><b>{kind}</b> {esc(_fmt(pair[f"score_{kind}"]))} '
                 f'<span class="muted">{esc(meta["agent"])}, round {esc(meta["round"] + 1)}, '
-                f'version {esc(meta["version"])}</span>'
+                f'{esc(which)}</span>'
                 f'{text_block(pair[kind][0]["content"])}'
                 f'<div class="muted">peer reasons</div><ul class="reasons">{items or "<li>none</li>"}</ul></div>')
 

@@ -11,6 +11,7 @@ import pytest
 from agents.memory import Encoder
 from align.data import load_pairs
 from sandbox.export import export_run
+from sandbox.report import build_report
 from sandbox.simulation import Simulation, plan_worlds
 from scenarios import load_scenario
 
@@ -174,3 +175,5 @@ def test_export_gains_win_rates_judges_and_selfplay_pairs(run, tmp_path):
         assert pair["margin"] > 0
         assert record["appropriate"][chosen] is not False  # the verifiers' veto
     assert len(load_pairs(copy / "export" / "pairs.jsonl")) == counts["pairs"]  # what DPO reads, margin included
+    shown = {anchor: body for anchor, _, body in build_report(copy).sections}["pairs"]  # self-play pairs too
+    assert f"selfplay {len(pairs)}" in shown
