@@ -57,8 +57,8 @@ from sandbox.backscatter import (
 from sandbox.dataset_card import write_dataset_card
 from sandbox.errors import RunError
 from sandbox.filters import Cleaned, clean_answer
-from sandbox.mcts_phase import tree_steps_rows
-from sandbox.selfplay import pair_rows, prompt_rows, ranked_rows
+from sandbox.protocols import all_protocols
+from sandbox.selfplay import pair_rows, ranked_rows
 from sandbox.store import RunStore, WorldStore, jsonl
 from scenarios import Question, Scenario, ScenarioError, load_scenario
 from scenarios.schema import RANK_BY
@@ -117,6 +117,7 @@ class Exporter:
 
     def __init__(self, store: WorldStore, scenario: Scenario, questions: dict[str, Question],
                  rank_by: str | None = None) -> None:
+        self.store = store
         self.scenario = scenario
         self.questions = questions
         self.dimension = scenario.score_dimension
@@ -147,7 +148,6 @@ class Exporter:
         self.dropped: dict[str, Counter] = defaultdict(Counter)
         self.selfplay = store.records("selfplay")  # its rows are built by sandbox.selfplay
         self.selfplay_margin = scenario.selfplay.pair_margin if scenario.selfplay else 0.0
-        self.steps = tree_steps_rows(store.records("trees"), store.root.name)  # step-level search pairs
 
     # -- judging ----------------------------------------------------------------------------
 
@@ -523,8 +523,9 @@ def export_run(run_dir: str | Path, rank_by: str | None = None) -> dict[str, int
             produced["critiques"] += exporter.critiques()
             produced["sft"] += exporter.sft()
             produced["ratings"] += exporter.ratings_rows()
-            produced["prompts"] += prompt_rows(exporter.selfplay)
-            produced["steps"] += exporter.steps
+            for protocol in all_protocols():
+                for kind, rows in protocol.export(exporter.store).items():
+                    produced.setdefault(kind, []).extend(rows)
         config = worlds[0].scenario
         questions = list(worlds[0].questions.values())
         sample = reference_sample(questions, config.export.reference_questions, derive_seed(config.seed, "reference"))

@@ -19,17 +19,24 @@ value mixes their mean rating in with weight ``peer_weight``: agents search toge
 from __future__ import annotations
 
 import random
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
+
+from pydantic import ValidationError
 
 from agents import prompts
 from agents.backends import Backend
 from agents.engine import Producer, gather, immediate, labelled
 from judges.lm import logprob_ratings
-from sandbox.backscatter import MEMORY
+from sandbox import report_figures as figures
 from sandbox.context import RunContext
+from sandbox.errors import RunError
+from sandbox.protocol import ROUND_END, Protocol
 from sandbox.records import Phase, RoundRecord, Step, register_kind
+from sandbox.report_html import EXAMPLES, Report, absent, esc, optional_rows, table
 from sandbox.world import Agent
 from scenarios import Question
 from scenarios.schema import DEFAULT_DIMENSIONS
@@ -140,7 +147,7 @@ def search_round(ctx: RunContext, index: int, searches: Sequence[Search]) -> Pro
         records = yield from ctx.step(Step(index, search_phase(step)), partial(advance, ctx, index, step, live, settings))
         for record in records:  # a copy: the stored record stays as it was written
             current[record.tree_id] = replace(current[record.tree_id], tree=record.tree.model_copy(deep=True))
-    yield from ctx.step(Step(index, MEMORY), partial(immediate, []))  # the round's closing marker
+    yield from ctx.step(Step(index, ROUND_END), partial(immediate, []))  # the round's closing marker
 
 
 def advance(ctx: RunContext, index: int, step: int, live: Sequence[Search], settings: SearchSettings) -> Producer[list[TreeRecord]]:
@@ -170,3 +177,70 @@ def tree_steps_rows(records: Sequence[TreeRecord], world: str) -> list[dict]:
             for row in steps_rows(record.tree, meta={"world": world, "round": record.round, "agent": record.agent,
                                                      "question_id": record.question_id, "answer": record.answer,
                                                      "complete": record.tree.done})]
+
+
+# -- its report section and the protocol ---------------------------------------------------
+
+TREES_FILE = "trees.jsonl"
+
+
+def tree_nodes(rows: list[dict]) -> dict[str, tuple[str, list[dict]]]:
+    """tree id -> (its question, its nodes as the figure draws them: id, parent, visits, value = Q,
+    text = the step), from each search's last stored snapshot."""
+    try:
+        records = latest_trees([TreeRecord.model_validate(row) for row in rows])
+    except ValidationError as error:
+        raise RunError(f"{TREES_FILE}: not a search tree record ({error.errors()[0]['msg']})") from None
+    return {
+        record.tree_id: (record.tree.messages[-1]["content"],
+                         [{"id": n.id, "parent": n.parent, "visits": n.n, "value": n.q, "text": n.step}
+                          for n in record.tree.nodes.values()])
+        for record in records
+    }
+
+
+def principal_variation(nodes: list[dict]) -> list[dict]:
+    """The most-visited path from the root: what the search settled on."""
+    children = defaultdict(list)
+    ids = {n["id"] for n in nodes}
+    for node in nodes:
+        children[node.get("parent") if node.get("parent") in ids else None].append(node)
+    path, seen = [], set()
+    current = children[None]
+    while current:
+        node = max(current, key=lambda n: (n.get("visits") or 0, str(n["id"])))
+        if node["id"] in seen:
+            break
+        seen.add(node["id"])
+        path.append(node)
+        current = children.get(node["id"], [])
+    return path
+
+
+def trees_section(report: Report, root: Path) -> None:
+    rows = optional_rows(root, TREES_FILE)
+    if rows is None:
+        report.add("trees", "Search trees", absent())
+        return
+    trees = tree_nodes(rows)
+    if not trees:
+        report.add("trees", "Search trees", absent(f"{TREES_FILE} has no nodes"))
+        return
+    largest = sorted(trees.items(), key=lambda t: (-len(t[1][1]), t[0]))[:EXAMPLES]
+    body = (f"<p>{len(trees)} trees, {sum(len(n) for _, n in trees.values()):,} nodes; "
+            f"the {len(largest)} largest:</p>")
+    body += report.figure("trees", figures.trees_figure({name: nodes for name, (_, nodes) in largest}),
+                          "search trees: node size by visits, colour by value")
+    for name, (question, nodes) in largest:
+        body += f"<h3>{esc(name)}: most-visited path</h3><p><b>{esc(question)}</b></p>"
+        body += table(["depth", "visits", "value", "step"],
+                      [(depth, n.get("visits"), n.get("value"), n.get("text", ""))
+                       for depth, n in enumerate(principal_variation(nodes))])
+    report.add("trees", "Search trees", body)
+
+
+MCTS = Protocol(
+    "mcts", claims=lambda scenario: scenario.mcts is not None, rounds=mcts_rounds,
+    phases_per_round=lambda scenario: scenario.mcts.max_steps + 1, record_kinds=("trees",),
+    export=lambda store: {"steps": tree_steps_rows(store.records("trees"), store.root.name)}, report=trees_section,
+)

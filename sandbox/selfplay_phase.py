@@ -16,7 +16,10 @@ and one ``selfplay_ratings`` record per round with the agents' Bradley-Terry rat
 from __future__ import annotations
 
 import random
+import statistics
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import networkx as nx
 
@@ -24,13 +27,17 @@ from agents.engine import Producer, gather
 from agents.prompts import OBSERVER_PERSONA
 from judges.lm import verify
 from judges.verifiable import JUDGES
+from sandbox import report_figures as figures
 from sandbox.context import RunContext
+from sandbox.protocol import Protocol
 from sandbox.records import Phase, Record
+from sandbox.report_html import EXAMPLES, Report, absent, esc, optional_rows, table, text_block
 from sandbox.selfplay import (
     Judge,
     Opponent,
     RatingsRecord,
     graph_ratings,
+    prompt_rows,
     record_of,
     selfplay_group,
 )
@@ -104,3 +111,60 @@ def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, fina
     records.append(RatingsRecord(id=ctx.record_id(round_index, "selfplay-ratings"), round=round_index, phase=phase,
                                  ratings=ratings, matches=sum(len(g.matches) for g in groups)))
     return records
+
+
+# -- its report section and the protocol ---------------------------------------------------
+
+SELFPLAY_FILE = "selfplay.jsonl"
+
+
+def selfplay_section(report: Report, root: Path) -> None:
+    rows = optional_rows(root, SELFPLAY_FILE)
+    if rows is None:
+        report.add("selfplay", "Self-play win rates", absent())
+        return
+    groups = [r for r in rows if isinstance(r.get("win_rates"), list) and isinstance(r.get("samples"), list)]
+    if not groups:
+        report.add("selfplay", "Self-play win rates", absent(f"{SELFPLAY_FILE} has no rows with win rates"))
+        return
+    key = "group" if len({r.get("agent") for r in groups}) > 30 and all("group" in r for r in groups) else "agent"
+    by_player = defaultdict(list)
+    for row in groups:
+        by_player[str(row.get(key))].extend(w for w in row["win_rates"] if isinstance(w, int | float))
+    body = report.figure("selfplay", figures.win_rate_figure(dict(sorted(by_player.items()))),
+                         "self-play win rates per agent")
+    samples = sum(len(r["samples"]) for r in groups)
+    body += f"<p>{len(groups)} self-play groups, {samples} samples.</p>"
+    biases = defaultdict(list)
+    for row in groups:
+        for judge, bias in (row.get("position_bias") or {}).items():
+            if isinstance(bias, dict) and isinstance(bias.get("first_slot_rate"), int | float):
+                biases[judge].append(bias["first_slot_rate"])
+    if biases:
+        body += "<h3>Judges' position bias</h3>" + table(
+            ["judge", "mean first-slot rate (0.5 = none)", "groups"],
+            [(j, statistics.fmean(v), len(v)) for j, v in sorted(biases.items())])
+    body += "<h3>Widest spreads: best and worst sample</h3>"
+    for row in sorted(groups, key=_spread, reverse=True)[:EXAMPLES]:
+        rated = [(w, s) for w, s in zip(row["win_rates"], row["samples"]) if isinstance(w, int | float)]
+        if not rated:
+            continue
+        (best_rate, best), (worst_rate, worst) = max(rated, key=lambda x: x[0]), min(rated, key=lambda x: x[0])
+        body += (f'<div class="pair"><div><b>{esc(row.get("question", ""))}</b> '
+                 f'<span class="muted">{esc(row.get("agent", ""))}</span></div><div class="sides">'
+                 f'<div class="chosen"><b>best</b> win rate {best_rate:.2f}{text_block(best)}</div>'
+                 f'<div class="rejected"><b>worst</b> win rate {worst_rate:.2f}{text_block(worst)}</div>'
+                 "</div></div>")
+    report.add("selfplay", "Self-play win rates", body)
+
+
+def _spread(row: dict) -> float:
+    rates = [w for w in row["win_rates"] if isinstance(w, int | float)]
+    return max(rates) - min(rates) if rates else -1.0
+
+
+SELF_PLAY = Protocol(
+    "selfplay", claims=None, rounds=None,  # a phase of Back-Scatter's rounds, counted in theirs
+    phases_per_round=lambda scenario: 0, record_kinds=("selfplay", "selfplay_ratings"),
+    export=lambda store: {"prompts": prompt_rows(store.records("selfplay"))}, report=selfplay_section,
+)

@@ -21,11 +21,10 @@ from test_simulation import simulate
 from agents.memory import Encoder
 from sandbox.dataset_card import card_text
 from sandbox.export import export_run
-from sandbox.mcts_phase import TreeRecord
+from sandbox.mcts_phase import TreeRecord, principal_variation
 from sandbox.report import (
     agent_means,
     build_report,
-    principal_variation,
     revision_stats,
     world_views,
     write_report,
