@@ -25,7 +25,7 @@ from pathlib import Path
 from agents.seeding import derive_seed
 from align.config import MCTSDPOConfig
 from align.data import load_rows, locate_data
-from align.dpo import PreferenceTrainer
+from align.dpo import PreferenceTrainer, preference_panels
 from align.errors import DataError
 from align.exact_eval import ACCURACY_TABLE, exact_answer_evaluator
 from align.iterate import IterationContext, IterativeMethod
@@ -63,11 +63,8 @@ class MCTSDPOTrainer(PreferenceTrainer):
     """One MCTS-DPO iteration: conservative DPO on step pairs, a per-pair a from visit counts."""
 
     config: MCTSDPOConfig
-    panels = (
-        ("loss", "conservative DPO loss"),
-        ("rewards/margin", "reward margin (chosen - rejected step)"),
-        ("rewards/accuracy", "chosen step preferred"),
-    )
+    panels = preference_panels("conservative DPO loss", "reward margin (chosen - rejected step)",
+                               "chosen step preferred")
 
     locate = staticmethod(locate_steps)
     load = staticmethod(load_steps)

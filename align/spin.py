@@ -21,7 +21,7 @@ from agents.backends import GenerationRequest
 from agents.seeding import derive_seed
 from align.config import SPINConfig
 from align.data import load_rows, locate_data
-from align.dpo import PreferenceTrainer
+from align.dpo import PreferenceTrainer, preference_panels
 from align.errors import DataError
 from align.iterate import IterationContext, IterativeMethod
 from align.losses import PreferenceLoss, spin_loss
@@ -55,11 +55,8 @@ class SpinTrainer(PreferenceTrainer):
     """One SPIN iteration: real (chosen) vs generated (rejected), the model as loaded the opponent."""
 
     config: SPINConfig
-    panels = (
-        ("loss", "SPIN loss"),
-        ("rewards/margin", "reward margin (real - generated)"),
-        ("rewards/accuracy", "real preferred over generated"),
-    )
+    panels = preference_panels("SPIN loss", "reward margin (real - generated)",
+                               "real preferred over generated")
 
     locate = staticmethod(locate_spin)
     load = staticmethod(load_spin_pairs)

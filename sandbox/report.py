@@ -4,7 +4,7 @@ What a reader wants from a run at a glance: who scored well where on the graph, 
 moved per group and round, whether revision helped, the clearest and the closest preference
 pairs with the peers' reasons, self-play win rates and search trees when the run has them,
 and training curves and evaluation tables when given. Pairs and scores come from
-``sandbox.export.Exporter``, so the report shows exactly what export writes.
+``sandbox.world_export.Exporter``, so the report shows exactly what export writes.
 
 Model text is data: every string from records, training or evaluation files passes through
 ``html.escape``, and the page carries no script at all, so nothing in an answer can run.
@@ -29,7 +29,7 @@ from judges.intervals import shown
 from sandbox import report_figures as figures
 from sandbox.backscatter import RatingRecord
 from sandbox.errors import RunError
-from sandbox.export import Exporter, world_exporters
+from sandbox.export import world_exporters
 from sandbox.protocols import all_protocols
 from sandbox.report_html import (
     EXAMPLES,
@@ -44,6 +44,7 @@ from sandbox.report_html import (
 from sandbox.run_info import RunInfo
 from sandbox.store import MANIFEST, RunStore
 from sandbox.world import World
+from sandbox.world_export import Exporter
 from scenarios import LoadedScenario, Scenario, ScenarioError
 
 REPORT_FILE = "report.html"

@@ -239,7 +239,7 @@ def record_of(group: SelfPlayGroup, record_id: str, round_index: int, phase: str
     )
 
 
-# -- export rows (called by sandbox.export) ---------------------------------------------------
+# -- export rows (called by sandbox.world_export) ---------------------------------------------------
 
 
 def _round(values: Sequence[float | None]) -> list[float | None]:
@@ -258,7 +258,7 @@ def _meta(record: SelfPlayRecord) -> dict:
 
 
 def _sample_meta(record: SelfPlayRecord, sample: int) -> dict:
-    """One sample's provenance, shaped like an answer's in the other pairs (sandbox.export)."""
+    """One sample's provenance, shaped like an answer's in the other pairs (sandbox.world_export)."""
     return {"record": record.id, "sample": sample, "round": record.round, "agent": record.agent,
             "group": record.group, "question_id": record.question_id}
 
