@@ -218,6 +218,15 @@ class Scheduler:
         return dict(table)
 
 
+def sampled(backend: Backend, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+    """Every request's completions, through the scheduler in one batched call: how code outside a
+    simulation (the trainers' sampling, evaluation) asks a model, as a simulation does."""
+    def producer() -> Producer[list[list[Completion]]]:
+        return (yield [Generate(backend, request) for request in requests])
+
+    return Scheduler().run([producer()])[0]
+
+
 def immediate(value: R) -> Producer[R]:
     """A producer that needs no model: it returns ``value`` without yielding."""
     return value

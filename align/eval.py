@@ -17,7 +17,7 @@ from pathlib import Path
 
 from agents import prompts
 from agents.backends import Backend, BackendPool, GenerationRequest
-from agents.engine import Scheduler
+from agents.engine import Scheduler, sampled
 from agents.files import write_atomic
 from agents.memory import Encoder
 from align import judge_free
@@ -60,7 +60,7 @@ def greedy_answers(backend: Backend, questions: list, max_new_tokens: int, seed:
                           seed=seed)
         for q in questions
     ]
-    return [completions[0].text.strip() for completions in backend.generate(requests)]
+    return [completions[0].text.strip() for completions in sampled(backend, requests)]
 
 
 def evaluate(

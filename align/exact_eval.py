@@ -37,12 +37,13 @@ def answer_accuracy(model: str, problems: list[Question], max_new_tokens: int) -
     """Per problem: the greedy reply, the number read from it, and whether it is the answer."""
     from agents.backends import GenerationRequest
     from agents.backends.hf import HFBackend
+    from agents.engine import sampled
 
     backend = HFBackend(model)
     try:
         requests = [GenerationRequest([{"role": "user", "content": q.text}], temperature=0.0,
                                       max_new_tokens=max_new_tokens) for q in problems]
-        replies = [completions[0].text for completions in backend.generate(requests)]
+        replies = [completions[0].text for completions in sampled(backend, requests)]
     finally:
         backend.close()
     return [{"id": q.id, "answer": q.answer, "read": final_number(text), "correct": is_correct(text, q.answer),

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from agents.backends import GenerationRequest
+from agents.engine import sampled
 from agents.seeding import derive_seed
 from align.config import SPINConfig
 from align.data import load_rows, locate_data
@@ -94,7 +95,7 @@ def spin_iteration_data(context: IterationContext) -> list[dict]:
         )
         for index, row in enumerate(rows)
     ]
-    completions = context.backend().generate(requests)
+    completions = sampled(context.backend(), requests)
     fresh = [
         {
             "prompt": row.prompt_messages(),

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from agents.backends import GenerationRequest
+from agents.engine import sampled
 from agents.seeding import derive_seed
 from align.config import SPPOConfig
 from align.data import load_pairs, load_prompts, locate_pairs, locate_prompts
@@ -127,7 +128,7 @@ def sppo_iteration_data(context: IterationContext) -> list[dict]:
                           max_new_tokens=config.max_new_tokens, seed=derive_seed(seed, index))
         for index, prompt in enumerate(prompts)
     ]
-    completions = context.backend().generate(requests)
+    completions = sampled(context.backend(), requests)
     samples = [[c.text.strip() for c in group] for group in completions]
     pairwise, scorers = configured_judges(config)
     reward = spo_reward(pairwise, k, scorers)
