@@ -12,11 +12,11 @@ import pytest
 
 from agents.memory import Encoder
 from sandbox.export import export_run
-from sandbox.report import build_report
 from sandbox.simulation import Simulation, plan_worlds
 from scenarios import ScenarioError, load_scenario
 from search.mcts import Tree
 from socialign.cli import main
+from socialign.report import build_report
 
 ARITHMETIC = """\
 name: arith

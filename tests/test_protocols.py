@@ -17,11 +17,11 @@ from sandbox.export import export_run
 from sandbox.protocol import ROUND_END, Protocol, register, unregister
 from sandbox.protocols import all_protocols, protocol_of
 from sandbox.records import Phase, RoundRecord, Step, register_kind
-from sandbox.report import build_report
 from sandbox.report_html import Report, optional_rows, table
 from sandbox.simulation import Simulation, plan_worlds
 from sandbox.store import WorldStore
 from scenarios import load_scenario
+from socialign.report import build_report
 
 NOTE = Phase("note")
 SCENARIO = """\

@@ -22,18 +22,18 @@ from agents.memory import Encoder
 from sandbox.dataset_card import card_text
 from sandbox.export import export_run
 from sandbox.mcts_phase import TreeRecord, principal_variation
-from sandbox.report import (
+from sandbox.report_figures import tree_layout
+from sandbox.run_info import RunInfo
+from sandbox.store import RunStore
+from search.mcts import Node, Tree
+from socialign.cli import main
+from socialign.report import (
     agent_means,
     build_report,
     revision_stats,
     world_views,
     write_report,
 )
-from sandbox.report_figures import tree_layout
-from sandbox.run_info import RunInfo
-from sandbox.store import RunStore
-from search.mcts import Node, Tree
-from socialign.cli import main
 
 SCENARIO = """\
 name: tiny-report

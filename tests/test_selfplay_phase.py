@@ -11,9 +11,9 @@ import pytest
 from agents.memory import Encoder
 from align.data import load_pairs
 from sandbox.export import export_run
-from sandbox.report import build_report
 from sandbox.simulation import Simulation, plan_worlds
 from scenarios import load_scenario
+from socialign.report import build_report
 
 SCENARIO = """\
 name: sp
