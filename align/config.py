@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from scenarios.schema import QUESTION_FIELD
+
 Loss = Literal["sigmoid", "ipo"]
 SpinLoss = Literal["sigmoid", "hinge"]
 Scheduler = Literal["linear", "cosine", "constant"]
@@ -232,8 +234,8 @@ class JudgeSettings:
     """The judges of a self-play method's win rates: the verifiable ones vote, the LM judge reads both orders."""
 
     verifiers: str = field(
-        default="decline,reference",
-        metadata={"help": "verifiable judges that vote (comma-separated: decline, reference; '' for none)"},
+        default=",".join(QUESTION_FIELD),
+        metadata={"help": f"verifiable judges that vote (comma-separated: {', '.join(QUESTION_FIELD)}; '' for none)"},
     )
     lm_judge: bool = field(default=False, metadata={"help": "the LM pairwise judge votes too (both orders)"})
     judge_model: str = field(default="smollm2-135m-instruct", metadata={"help": "the LM judge's model"})
@@ -242,7 +244,7 @@ class JudgeSettings:
         return [name.strip() for name in self.verifiers.split(",") if name.strip()]
 
     def judge_checks(self) -> list[tuple[bool, str]]:
-        known = ("decline", "reference")  # sandbox.verifiers.JUDGES (kept cheap to import)
+        known = tuple(QUESTION_FIELD)
         return [
             (all(n in known for n in self.verifier_names()), f"verifiers must be among {', '.join(known)}"),
             (bool(self.verifier_names()) or self.lm_judge, "a win rate needs a judge: --verifiers and/or --lm-judge"),

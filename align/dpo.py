@@ -23,10 +23,15 @@ from align.tokenization import TokenizedPair, tokenize_pairs
 from align.trainer import StepOutput, Trainer, TrainResult
 
 
+def preference_panels(loss: str, margin: str, accuracy: str) -> tuple[tuple[str, str], ...]:
+    """A preference method's plotted metrics (every one logs the same three), under its own titles."""
+    return (("loss", loss), ("rewards/margin", margin), ("rewards/accuracy", accuracy))
+
+
 class PreferenceTrainer(Trainer):
     config: DPOConfig
     examples: list[TokenizedPair]
-    panels = (("loss", "loss"), ("rewards/margin", "reward margin"), ("rewards/accuracy", "reward accuracy"))
+    panels = preference_panels("loss", "reward margin", "reward accuracy")
 
     locate = staticmethod(locate_pairs)
     load = staticmethod(load_pairs)

@@ -19,13 +19,15 @@ from pathlib import Path
 
 from agents import prompts
 from agents.backends import Backend, BackendPool, GenerationRequest
+from agents.engine import Scheduler, sampled
 from agents.files import write_atomic
 from agents.memory import Encoder
 from align import judge_free
 from align.public_sets import QuestionSet
-from sandbox.engine import Scheduler
-from sandbox.judging import ObserverPanel, PairwiseJudge, Preference, mean_with_ci, outcome, pairwise_summary
-from sandbox.verifiers import ReferenceSimilarity
+from judges.intervals import mean_t, shown
+from judges.lm import ObserverPanel, PairwiseJudge
+from judges.preference import Preference, outcome, pairwise_summary
+from judges.verifiable import ReferenceSimilarity
 from scenarios import LoadedScenario
 from scenarios.question_files import load_questions
 
@@ -62,7 +64,7 @@ def greedy_answers(backend: Backend, questions: list, max_new_tokens: int, seed:
                           seed=seed)
         for q in questions
     ]
-    return [completions[0].text.strip() for completions in backend.generate(requests)]
+    return [completions[0].text.strip() for completions in sampled(backend, requests)]
 
 
 def evaluate(
@@ -137,7 +139,7 @@ def evaluate(
                     collected.append(statistics.fmean(values))
         summary[role] = {
             "name": models[role],
-            "scores": {d: mean_with_ci(v) for d, v in by_dimension.items()},
+            "scores": {d: mean_t(v) for d, v in by_dimension.items()},
             "parse_failures": failures,
         }
 
@@ -171,7 +173,7 @@ def _paired_difference(rows: list[dict], dimensions: list[str]) -> dict:
             for row in rows
             if dimension in row["model"]["scores"] and dimension in row["baseline"]["scores"]
         ]
-        differences[dimension] = mean_with_ci(paired)
+        differences[dimension] = mean_t(paired)
     return differences
 
 
@@ -212,10 +214,10 @@ def _judged_lines(report: dict) -> list[str]:
         "|---|" + "---|" * len(dimensions),
     ]
     for role, entry in report["summary"].items():
-        cells = [_mean_cell(entry["scores"][dimension]) for dimension in dimensions]
+        cells = [shown(entry["scores"][dimension]) for dimension in dimensions]
         lines.append(f"| {role}: `{entry['name']}` | " + " | ".join(cells) + " |")
     if "difference" in report:
-        cells = [_mean_cell(report["difference"][dimension], signed=True) for dimension in dimensions]
+        cells = [shown(report["difference"][dimension], signed=True) for dimension in dimensions]
         lines.append("| difference, paired by question | " + " | ".join(cells) + " |")
     return lines
 
@@ -231,15 +233,9 @@ def _pairwise_lines(report: dict) -> list[str]:
         "|---|---|---|---|---|",
         (
             f"| model vs baseline, n={pairwise['n']} | {pairwise['win_rate']:.0%} | {pairwise['tie_rate']:.0%} | "
-            f"{pairwise['loss_rate']:.0%} | {better['mean']:.3f} ± {better['ci95']:.3f} |"
+            f"{pairwise['loss_rate']:.0%} | {shown(better, 3)} |"
         ),
     ]
-
-
-def _mean_cell(stats: dict, signed: bool = False) -> str:
-    if stats["mean"] is None:
-        return "-"
-    return f"{stats['mean']:{'+' if signed else ''}.2f} ± {stats['ci95']:.2f}"
 
 
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:

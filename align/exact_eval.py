@@ -3,7 +3,7 @@
 The answer is right when the reply's final number (scenarios.arithmetic.final_number) equals
 the problem's exact answer: no judge. Greedy replies, one batched call. Accuracy gets Wilson's
 95% interval and, for an iterate of a run whose starting model was evaluated (OUT/iter-0),
-the paired difference to that base on the same problems (Newcombe's interval, align.intervals).
+the paired difference to that base on the same problems (Newcombe's interval, judges.intervals).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from agents.bounded import BoundedInputError, read_json_file
 from agents.files import write_atomic
 from align.config import IterationSettings
 from align.errors import DataError
-from align.intervals import paired_rate_difference, wilson
+from judges.intervals import paired_rate_difference, wilson
 from scenarios import Question, load_scenario
 from scenarios.arithmetic import final_number, is_correct
 
@@ -37,12 +37,13 @@ def answer_accuracy(model: str, problems: list[Question], max_new_tokens: int) -
     """Per problem: the greedy reply, the number read from it, and whether it is the answer."""
     from agents.backends import GenerationRequest
     from agents.backends.hf import HFBackend
+    from agents.engine import sampled
 
     backend = HFBackend(model)
     try:
         requests = [GenerationRequest([{"role": "user", "content": q.text}], temperature=0.0,
                                       max_new_tokens=max_new_tokens) for q in problems]
-        replies = [completions[0].text for completions in backend.generate(requests)]
+        replies = [completions[0].text for completions in sampled(backend, requests)]
     finally:
         backend.close()
     return [{"id": q.id, "answer": q.answer, "read": final_number(text), "correct": is_correct(text, q.answer),

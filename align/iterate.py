@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from agents.bounded import BoundedInputError, read_json_file
+from agents.engine import sampled
 from agents.files import write_atomic
 from agents.registry import check_model
 from align.config import IterationSettings, TrainConfig
@@ -39,6 +40,7 @@ from align.methods import Method, get_method
 from align.plots import plot_iterations
 from align.progress import progress_bar
 from align.rundir import RunDir
+from judges.intervals import shown
 
 ITERATION_DIR = re.compile(r"iter-(\d+)")
 DONE_FIELDS = ("iteration", "model", "eval", "train")
@@ -69,7 +71,7 @@ class IterationContext:
         """The current iterate's completions of `requests`, in one batched call under a progress
         bar of its decoding steps."""
         with progress_bar(desc=f"sampling, iteration {self.iteration}", unit="step") as bar:
-            return self.backend().generate(requests, progress=bar)
+            return sampled(self.backend(), requests, progress=bar)
 
 
 # An evaluator: (model to load, directory to write its report in, config, the starting model to
@@ -272,7 +274,7 @@ def markdown_table(rows: list[dict], train_metrics: tuple[str, ...],
     for row in rows:
         metrics = (row["eval"] or {}).get("metrics", {})
         cells = [str(row["iteration"]), f"`{row['model']}`"]
-        cells += [_interval(metrics.get(name), percent) for name, _, percent in table]
+        cells += [shown(metrics.get(name), percent=percent) for name, _, percent in table]
         if judges:
             cells.append(_win_rate((row["eval"] or {}).get("win_rate")))
         cells += [_number((row["train"] or {}).get(name)) for name in train_metrics]
@@ -284,19 +286,8 @@ def _win_rate(entry: dict | None) -> str:
     if not entry or not entry["n"]:
         return "-"
     better = entry["p_model_better"]
-    return (f"{entry['win_rate']:.0%} / {entry['tie_rate']:.0%}, {better['mean']:.2f} ± {better['ci95']:.2f} "
+    return (f"{entry['win_rate']:.0%} / {entry['tie_rate']:.0%}, {shown(better)} "
             f"(n={entry['n']}) [{entry['judge_first_slot_rate']:.2f}]")
-
-
-def _interval(stats: dict | None, percent: bool) -> str:
-    if not stats or stats.get("mean") is None:
-        return "-"
-    scale, spec = (100, ".0f") if percent else (1, ".2f")
-    unit = "%" if percent else ""
-    text = f"{stats['mean'] * scale:{spec}}{unit}"
-    if stats.get("low") is not None:
-        text += f" [{stats['low'] * scale:{spec}}, {stats['high'] * scale:{spec}}]"
-    return text
 
 
 def _number(value) -> str:

@@ -11,7 +11,7 @@ always computed beside the judged scores (and alone with ``--no-judge``):
 - answer length in words and repetition (the share of word 4-grams that repeat an earlier
   one in the same answer: 0 for fresh text, near 1 for a degenerate loop).
 
-Each comes with a 95% interval (``align.intervals``) and, against a baseline that answered
+Each comes with a 95% interval (``judges.intervals``) and, against a baseline that answered
 the same questions, the per-question paired difference model - baseline with its interval.
 """
 
@@ -21,8 +21,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from align.intervals import mean_t, paired_rate_difference, wilson
-from sandbox.verifiers import ReferenceSimilarity, detect_decline
+from judges.intervals import mean_t, paired_rate_difference, wilson
+from judges.verifiable import ReferenceSimilarity, detect_decline
 from scenarios.schema import Question
 
 NGRAM = 4
@@ -120,7 +120,7 @@ def summarize(questions: list[Question], measured: dict[str, list[dict]], embedd
                 paired_rate_difference(ours, theirs) if metric.rate else mean_t([a - b for a, b in zip(ours, theirs)])
             )
         metrics[metric.name] = entry
-    return {"decline_detector": "sandbox.verifiers.detect_decline", "embedder": embedder,
+    return {"decline_detector": "judges.verifiable.detect_decline", "embedder": embedder,
             "intervals": INTERVALS, "metrics": metrics}
 
 

@@ -133,7 +133,7 @@ def sppo_loss(
     ("sppo_single") instead gives the rejected response -(P(y_w beats y_l) - 1/2), a
     pairwise probability in place of P(y beats pi_t), which is not the paper's objective.
     The authors estimate P as the mean over all K samples including the response itself (a
-    1/2 tie); ours is the mean over the other K-1 (sandbox.selfplay.win_rates), an unbiased
+    1/2 tie); ours is the mean over the other K-1 (judges.preference.win_rates), an unbiased
     estimate from independent samples. Their ``beta`` is our 1/eta.
 
     Implicit rewards are logratio / eta: the policy's current estimate of P - 1/2.

@@ -1,6 +1,6 @@
 """MCTS-DPO (Xie et al. 2024, "Monte Carlo Tree Search Boosts Reasoning via Iterative Preference
 Learning"): each iteration the current iterate searches training problems step by step
-(sandbox.mcts), sibling steps on the committed paths become step-level pairs, and the next
+(search.mcts), sibling steps on the committed paths become step-level pairs, and the next
 iterate learns them with conservative DPO against the INITIAL model.
 
 A step pair {prompt, prefix, chosen, rejected, q_*, n_*} (the `steps` export) trains on the
@@ -21,63 +21,23 @@ import contextlib
 import gc
 import random
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.seeding import derive_seed
 from align.config import MCTSDPOConfig
-from align.data import FIELD_EXPECTATIONS, Prompt, load_rows, locate_data
-from align.dpo import PreferenceTrainer
+from align.data import load_rows, locate_data
+from align.dpo import PreferenceTrainer, preference_panels
 from align.errors import DataError
 from align.exact_eval import ACCURACY_TABLE, exact_answer_evaluator
 from align.iterate import IterationContext, IterativeMethod
 from align.losses import PreferenceLoss, dpo_loss
 from align.tokenization import TokenizedPair, renderer_for, tokenize_pair
-from sandbox.mcts import label_smoothing, steps_rows
+from formats.rows import STEPS_EXPECTED, StepRow
 from scenarios import Question, ScenarioError, load_scenario
 from scenarios.schema import MctsConfig
+from search.pairs import steps_rows
+from search.scenario import search_questions
 
 STEPS_IN_RUN = Path("export") / "steps.jsonl"
-_STEPS_EXPECTED = {
-    **FIELD_EXPECTATIONS,
-    "prefix": "a string (the reply so far; may be empty)",
-    "chosen": "a non-empty string (one step)",
-    "rejected": "a non-empty string (one step)",
-    "q_chosen": "a finite number",
-    "q_rejected": "a finite number",
-    "n_chosen": "an integer >= 1 (visits)",
-    "n_rejected": "an integer >= 1 (visits)",
-}
-
-
-class StepRow(BaseModel):
-    """One line of steps.jsonl: two sibling steps after the same prompt and reply prefix."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
-
-    prompt: Prompt
-    prefix: str
-    chosen: str = Field(min_length=1)
-    rejected: str = Field(min_length=1)
-    q_chosen: float
-    q_rejected: float
-    n_chosen: int = Field(ge=1)
-    n_rejected: int = Field(ge=1)
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _two_steps(self) -> StepRow:
-        if self.chosen == self.rejected:
-            raise ValueError("chosen and rejected are the same step")
-        return self
-
-    @property
-    def label_smoothing(self) -> float:
-        """a = min(0.5, n_rejected / (n_chosen + n_rejected)): how unsure the search was."""
-        return label_smoothing(self.n_chosen, self.n_rejected)
-
-
 def locate_steps(data: str | Path) -> Path:
     """`data` is a steps JSONL file or a simulation run directory (then its export/steps.jsonl)."""
     return locate_data(data, STEPS_IN_RUN, "steps")
@@ -85,7 +45,7 @@ def locate_steps(data: str | Path) -> Path:
 
 def load_steps(path: str | Path) -> list[StepRow]:
     """Every non-blank line validated; the first bad one raises DataError naming file:line and field."""
-    return load_rows(path, lambda record: StepRow, "step pairs", _STEPS_EXPECTED)
+    return load_rows(path, lambda record: StepRow, "step pairs", STEPS_EXPECTED)
 
 
 def tokenize_steps(rows: list[StepRow], tokenizer, max_length: int) -> list[TokenizedPair]:
@@ -103,11 +63,8 @@ class MCTSDPOTrainer(PreferenceTrainer):
     """One MCTS-DPO iteration: conservative DPO on step pairs, a per-pair a from visit counts."""
 
     config: MCTSDPOConfig
-    panels = (
-        ("loss", "conservative DPO loss"),
-        ("rewards/margin", "reward margin (chosen - rejected step)"),
-        ("rewards/accuracy", "chosen step preferred"),
-    )
+    panels = preference_panels("conservative DPO loss", "reward margin (chosen - rejected step)",
+                               "chosen step preferred")
 
     locate = staticmethod(locate_steps)
     load = staticmethod(load_steps)
@@ -181,8 +138,6 @@ def iteration_problems(problems: list[Question], count: int, seed: int, iteratio
 def mcts_iteration_data(context: IterationContext) -> list[dict]:
     """Search this iteration's problems with the current iterate (every tree in the same batched
     calls); the step pairs of their committed paths, with provenance."""
-    from sandbox.mcts_phase import search_questions  # the simulation's modules: only once we search
-
     config: MCTSDPOConfig = context.config
     search = search_config(context.data_file, config)
     problems = iteration_problems(context.rows, config.problems, config.seed, context.iteration)

@@ -14,43 +14,21 @@ and the SPIN loss (align.losses.spin_loss).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from agents.backends import GenerationRequest
 from agents.seeding import derive_seed
 from align.config import SPINConfig
-from align.data import FIELD_EXPECTATIONS, AssistantMessage, Prompt, load_rows, locate_data
-from align.dpo import PreferenceTrainer
+from align.data import load_rows, locate_data
+from align.dpo import PreferenceTrainer, preference_panels
 from align.errors import DataError
 from align.iterate import IterationContext, IterativeMethod
 from align.losses import PreferenceLoss, spin_loss
 from align.tokenization import TokenizedPair, renderer_for, tokenize_pair
+from formats.rows import SPIN_EXPECTED, SpinRow
 
 SPIN_IN_RUN = Path("export") / "spin.jsonl"
-_SPIN_EXPECTED = {
-    **FIELD_EXPECTATIONS,
-    "real": "a list of one assistant message",
-    "generated": "a list of one assistant message, or null",
-}
-
-
-class SpinRow(BaseModel):
-    """One line of spin.jsonl: a training prompt, its real reply and (once sampled) the model's own."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-    prompt: Prompt
-    real: list[AssistantMessage] = Field(min_length=1, max_length=1)
-    generated: list[AssistantMessage] | None = Field(default=None, min_length=1, max_length=1)
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-    def prompt_messages(self) -> list[dict[str, str]]:
-        return [message.model_dump() for message in self.prompt]
-
-
 def locate_spin(data: str | Path) -> Path:
     """`data` is a spin JSONL file or a simulation run directory (then its export/spin.jsonl)."""
     return locate_data(data, SPIN_IN_RUN, "SPIN")
@@ -58,7 +36,7 @@ def locate_spin(data: str | Path) -> Path:
 
 def load_spin(path: str | Path) -> list[SpinRow]:
     """Every non-blank line validated; the first bad one raises DataError naming file:line and field."""
-    return load_rows(path, lambda record: SpinRow, "SPIN rows", _SPIN_EXPECTED)
+    return load_rows(path, lambda record: SpinRow, "SPIN rows", SPIN_EXPECTED)
 
 
 def load_spin_pairs(path: str | Path) -> list[SpinRow]:
@@ -77,11 +55,8 @@ class SpinTrainer(PreferenceTrainer):
     """One SPIN iteration: real (chosen) vs generated (rejected), the model as loaded the opponent."""
 
     config: SPINConfig
-    panels = (
-        ("loss", "SPIN loss"),
-        ("rewards/margin", "reward margin (real - generated)"),
-        ("rewards/accuracy", "real preferred over generated"),
-    )
+    panels = preference_panels("SPIN loss", "reward margin (real - generated)",
+                               "real preferred over generated")
 
     locate = staticmethod(locate_spin)
     load = staticmethod(load_spin_pairs)

@@ -2,7 +2,7 @@
 
 For each prompt the current policy samples a group of K; each sample's reward is its in-group
 win rate under the judges (the mean over the other K-1 of P(win), both orders, position bias
-removed: sandbox.selfplay); GRPO's group-relative advantage (r - mean_group) / std_group with
+removed: judges.preference); GRPO's group-relative advantage (r - mean_group) / std_group with
 a KL term (``beta``) is the policy gradient.
 
 How TRL 1.16 keeps a group together (read in trl/trainer/grpo_trainer.py and utils.py):
@@ -27,17 +27,19 @@ import numpy as np
 
 from agents.backends import Backend
 from agents.backends.hf import HFBackend
+from agents.engine import Scheduler
 from agents.files import write_atomic
-from agents.prompts import pairwise_messages
 from align.config import JudgeSettings, SPOConfig
-from align.data import PromptRow, load_prompts, locate_prompts
+from align.data import load_prompts, locate_prompts
 from align.errors import DataError
 from align.processes import cpu_process_group
 from align.rundir import RunDir
 from align.trainer import TrainResult
-from sandbox.judging import first_preferred
-from sandbox.selfplay import DEFAULT_CRITERION, debias, position_bias, win_rates
-from sandbox.verifiers import NEEDS, VerifiableJudges, reward_function
+from formats.rows import PromptRow
+from judges.lm import PairwiseJudge
+from judges.preference import DEFAULT_CRITERION, both_orders, group_pairs, vote, win_rates
+from judges.verifiable import VerifiableJudges, reward_function
+from scenarios.schema import QUESTION_FIELD
 
 # (question, first answer, second answer) for each item -> P(the judge prefers the first); one batched call.
 PairwiseJudgeFn = Callable[[list[tuple[str, str, str]]], list[float | None]]
@@ -48,13 +50,10 @@ class GroupSplit(ValueError):
 
 
 def backend_judge(backend: Backend, criterion: str = DEFAULT_CRITERION) -> PairwiseJudgeFn:
-    """An LM judge on any backend: P("1") vs P("2") after the pairwise prompt, all items in one call."""
-    def judge(items: list[tuple[str, str, str]]) -> list[float | None]:
-        distributions = backend.next_token_logprobs([pairwise_messages(q, a, b, criterion) for q, a, b in items],
-                                                    ["1", "2"])
-        return [first_preferred(d) for d in distributions]
-
-    return judge
+    """The LM pairwise judge (judges.lm.PairwiseJudge) on any backend, items read in the order given,
+    all in one call."""
+    judge = PairwiseJudge(backend, criterion)
+    return lambda items: Scheduler().run([judge.reads(items)])[0]
 
 
 def without_spread(values: Sequence[float | None], group_size: int) -> np.ndarray:
@@ -80,7 +79,7 @@ class SPOReward:
     """In-group win rates in GRPOTrainer's reward signature ``(prompts, completions, **kwargs)``.
 
     Pairwise judges compare every pair in both orders; pointwise ``scorers`` (a score per
-    completion in TRL's reward signature, e.g. sandbox.verifiers.reward_function) vote within
+    completion in TRL's reward signature, e.g. judges.verifiable.reward_function) vote within
     the group: the higher score wins, equal scores tie, no score abstains. ``history`` keeps, per
     call, the groups' rewards, the share with no spread, the same share per scorer (a judge whose
     scores never differ within a group, such as the decline judge when no sample declines, adds
@@ -101,7 +100,7 @@ class SPOReward:
         if len(prompts) % k or any(len({str(p) for p in prompts[g : g + k]}) != 1 for g in range(0, len(prompts), k)):
             raise GroupSplit(f"the reward needs whole groups of {k} consecutive completions of one prompt, "
                              f"got {len(prompts)} rows that are not")
-        first, second = np.triu_indices(k, 1)
+        first, second = group_pairs(k)
         starts = np.arange(0, len(prompts), k)
         a, b = (starts[:, None] + first).ravel(), (starts[:, None] + second).ravel()
         forward = [(questions[i], answers[i], answers[j]) for i, j in zip(a, b)]
@@ -109,12 +108,12 @@ class SPOReward:
         outcomes, biases, scorer_spread = [], [], {}
         for judge in self.judges:
             reads = np.array([math.nan if p is None else p for p in judge(forward + backward)], dtype=float)
-            outcomes.append(debias(reads[: len(forward)], reads[len(forward) :])[0].reshape(len(starts), -1))
-            biases.append(position_bias(reads[: len(forward)], reads[len(forward) :]))
+            p, bias = both_orders(reads[: len(forward)], reads[len(forward) :])
+            outcomes.append(p.reshape(len(starts), -1))
+            biases.append(bias)
         for scorer in self.scorers:
-            scores = np.array([math.nan if v is None else v for v in scorer(prompts=prompts, completions=completions,
-                                                                             **kwargs)], dtype=float)
-            outcomes.append(((np.sign(scores[a] - scores[b]) + 1) / 2).reshape(len(starts), -1))
+            scores = scorer(prompts=prompts, completions=completions, **kwargs)
+            outcomes.append(vote(scores, a, b).reshape(len(starts), -1))
             name = getattr(scorer, "__name__", f"scorer{len(scorer_spread)}")
             scorer_spread[name] = without_spread(scores, k).tolist()
         rewards: list[float | None] = []
@@ -225,7 +224,7 @@ class SPOTrainer:
     """``socialign train --method spo``: the registered method's hooks (align.run) around ``train_spo``.
 
     Not the skeleton's loop: sampling, KL and the group-relative gradient are TRL's GRPOTrainer.
-    Judges: the verifiable ones (sandbox.verifiers, one vote each) and/or the LM pairwise judge.
+    Judges: the verifiable ones (judges.verifiable, one vote each) and/or the LM pairwise judge.
     Saves the model in the output directory, TRL's step logs in metrics.jsonl, and the share of
     groups with no spread in reward in spo_summary.json.
     """
@@ -236,7 +235,7 @@ class SPOTrainer:
     @classmethod
     def tokenize(cls, rows: list[PromptRow], tokenizer, config: SPOConfig, path: Path) -> list[dict]:
         for name in config.verifier_names():
-            needed = NEEDS[name]
+            needed = QUESTION_FIELD[name]
             lacking = [number for number, row in enumerate(rows, start=1) if getattr(row, needed) is None]
             if lacking:
                 raise DataError(f"{path}: row {lacking[0]}: the '{name}' judge needs field '{needed}' "

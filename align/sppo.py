@@ -27,7 +27,7 @@ import torch
 from agents.backends import GenerationRequest
 from agents.seeding import derive_seed
 from align.config import SPPOConfig
-from align.data import PreferencePair, PromptRow, load_pairs, load_prompts, locate_pairs, locate_prompts
+from align.data import load_pairs, load_prompts, locate_pairs, locate_prompts
 from align.dpo import PreferenceTrainer
 from align.errors import DataError
 from align.iterate import IterationContext, IterativeMethod
@@ -35,7 +35,8 @@ from align.losses import PreferenceLoss, sppo_loss
 from align.spo import configured_judges, spo_reward
 from align.tokenization import TokenizedPair, tokenize_pairs
 from align.trainer import StepOutput
-from sandbox.verifiers import NEEDS
+from formats.rows import PreferencePair, PromptRow
+from scenarios.schema import QUESTION_FIELD
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def check_judges(rows: list[PromptRow], config: SPPOConfig, path: Path) -> None:
     """Refuse a row that no judge could score (its K win rates would be unknown)."""
     if config.lm_judge:
         return
-    fields = [NEEDS[name] for name in config.verifier_names()]
+    fields = [QUESTION_FIELD[name] for name in config.verifier_names()]
     for number, row in enumerate(rows, start=1):
         if all(getattr(row, needed) is None for needed in fields):
             raise DataError(f"{path}: row {number}: no judge can score its replies: it has no "

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from agents.chat import ChatRenderer
-from align.data import PreferencePair, SFTConversation, SFTExample
 from align.errors import DataError
+from formats.rows import PreferencePair, SFTConversation, SFTExample
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from sandbox.verifiers import Confusion, detect_declines
+from judges.verifiable import Confusion, detect_declines
 
 LABELS = Path(__file__).resolve().parent.parent / "tests" / "data" / "decline_labels.jsonl"
 PUBLIC_LABELS = LABELS.with_name("decline_labels_public.jsonl")

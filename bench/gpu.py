@@ -239,8 +239,7 @@ def work_replicas(args, size: Size) -> dict:
     from simulation import timed_run
 
     from agents.backends import BackendPool, GenerationRequest
-    from sandbox import plan_worlds
-    from sandbox.simulation import models_of
+    from sandbox.simulation import models_of, plan_worlds
     from scenarios import load_scenario
 
     loaded = load_scenario(quick_round(args.model, size, args.work))

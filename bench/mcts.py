@@ -1,7 +1,7 @@
 """Step-level search throughput: the search's generation vs the backend's batched limit, and nodes/s.
 
 For 1, 8 and 64 trees (training problems of the built-in arithmetic scenario), one search of
-every tree under one scheduler (sandbox.mcts_phase.search_questions). Then the SAME requests
+every tree under one scheduler (search.scenario.search_questions). Then the SAME requests
 the search made — every expansion (k candidate steps per expanded node) and every rollout —
 are rebuilt from the finished trees (they are seeded by tree and node, so they are the same
 requests) and replayed as ONE plain batched ``generate`` call: that is the backend's batched
@@ -26,11 +26,12 @@ import time
 from pathlib import Path
 
 from agents.backends.hf import HFBackend
-from sandbox.engine import Scheduler
-from sandbox.mcts import EXPAND, ROLLOUT, expansion_request, rollout_ops
-from sandbox.mcts_phase import search_questions, settings_of
+from agents.engine import Scheduler
 from scenarios import load_scenario
 from scenarios.schema import MctsConfig
+from search.mcts import EXPAND, ROLLOUT, expansion_request
+from search.scenario import search_questions, settings_of
+from search.values import rollout_ops
 
 
 def replay(backend: HFBackend, requests) -> tuple[int, float]:

@@ -18,8 +18,8 @@ from agents.backends import GenerationRequest
 from agents.backends.hf import HFBackend
 from agents.registry import DEFAULT_CHAT_MODEL
 from agents.seeding import derive_seed
-from align.intervals import mean_t, wilson
 from align.mcts_dpo import load_steps, locate_steps
+from judges.intervals import mean_t, wilson
 from scenarios.arithmetic import is_correct
 
 

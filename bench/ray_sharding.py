@@ -20,8 +20,8 @@ import ray
 from scale import SCENARIO
 
 from agents.random_model import build_random_llama
-from sandbox import Simulation, plan_worlds
 from sandbox.distributed import RaySimulation
+from sandbox.simulation import Simulation, plan_worlds
 from scenarios import load_scenario
 
 

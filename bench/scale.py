@@ -36,7 +36,7 @@ from simulation import RecordingPool
 from agents.backends import GenerationRequest
 from agents.memory import EmbeddingMemory, Encoder
 from agents.random_model import build_random_llama
-from sandbox import Simulation, plan_worlds
+from sandbox.simulation import Simulation, plan_worlds
 from scenarios import load_scenario
 
 SCENARIO = """\

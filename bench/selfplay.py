@@ -26,8 +26,7 @@ from simulation import RecordingBackend, RecordingEncoder, RecordingPool, timed_
 from agents.backends import GenerationRequest
 from agents.backends.hf import HFBackend
 from agents.memory import Encoder
-from sandbox import plan_worlds
-from sandbox.simulation import models_of
+from sandbox.simulation import models_of, plan_worlds
 from scenarios import load_scenario
 
 PAIRWISE = ["1", "2"]  # the self-play judges' candidates (observer ratings read a scale's digits)

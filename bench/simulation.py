@@ -29,8 +29,7 @@ from pathlib import Path
 from agents.backends import BackendPool, GenerationRequest
 from agents.backends.hf import HFBackend
 from agents.memory import Encoder
-from sandbox import Simulation, WorldSpec, plan_worlds
-from sandbox.simulation import models_of
+from sandbox.simulation import Simulation, WorldSpec, models_of, plan_worlds
 from scenarios import load_scenario
 
 

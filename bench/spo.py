@@ -25,6 +25,7 @@ from spin import SCENARIO, write_data
 from align.config import SFTConfig, SPOConfig
 from align.eval import EvalSettings, evaluate
 from align.run import train
+from judges.intervals import shown
 from scenarios import load_scenario
 
 
@@ -105,7 +106,7 @@ def table(report: dict) -> str:
     lines.append("")
     lines.append(f"win rate vs start by `{report['pairwise_judge']}` (not the reward), n={pairwise['n']}: "
                  f"win {pairwise['win_rate']:.0%} / tie {pairwise['tie_rate']:.0%} / loss {pairwise['loss_rate']:.0%}, "
-                 f"P(SPO better) {better['mean']:.3f} ± {better['ci95']:.3f}, "
+                 f"P(SPO better) {shown(better, 3)}, "
                  f"judge first-slot rate {pairwise['judge_first_slot_rate']:.2f}")
     return "\n".join(lines)
 

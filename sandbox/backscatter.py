@@ -22,10 +22,9 @@ from pydantic import BaseModel, ConfigDict
 
 from agents import prompts
 from agents.backends import Completion, GenerationRequest, Message
+from agents.engine import Generate, Producer, first_completion, gather, immediate
 from agents.memory import MemoryItem
-from sandbox.context import RunContext
-from sandbox.engine import Generate, Producer, first_completion, gather, immediate
-from sandbox.judging import (
+from judges.lm import (
     ObserverPanel,
     Rating,
     json_ratings,
@@ -34,13 +33,14 @@ from sandbox.judging import (
     score_id,
     verify,
 )
+from sandbox.context import RunContext
+from sandbox.protocol import ROUND_END, Protocol
 from sandbox.records import Phase, RoundRecord, Step, register_kind
 from sandbox.selfplay_phase import SELFPLAY, selfplay_step
 from sandbox.world import Agent
 
 DRAFT = Phase("draft")
 OBSERVE = Phase("observe")
-MEMORY = Phase("memory")
 
 
 def rate_phase(version: int) -> Phase:
@@ -256,7 +256,7 @@ class Round:
         if self.ctx.scenario.selfplay is not None:
             finals = {agent: answer.text for agent, answer in latest.items()}
             yield from self._step(SELFPLAY, partial(selfplay_step, self.ctx, self.index, self.assignments, finals))
-        yield from self._step(MEMORY, partial(immediate, []))
+        yield from self._step(ROUND_END, partial(immediate, []))
         self.ctx.memory.add([memory_item(r) for r in latest.values()])
 
     def _needs_revision(self, ratings: list[RatingRecord]) -> bool:
@@ -386,3 +386,11 @@ class Round:
             version=version, text=(agent.reply_prefix + completion.text).strip(), tokens=completion.num_tokens,
             finish_reason=completion.finish_reason, **extra,
         )
+
+
+BACK_SCATTER = Protocol(  # its export rows and report sections are the exporter's and the report's core
+    "back-scatter", claims=None, rounds=back_scatter,
+    # answer, rate, (revise, rate) per revision, observe, (self-play), the round end: Round.run
+    phases_per_round=lambda s: 2 + 2 * s.backscatter.max_revisions + 2 + (s.selfplay is not None),
+    record_kinds=("answers", "ratings", "scores", "verdicts"),
+)

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agents.backends import Backend
+from agents.engine import Producer, labelled
 from agents.memory import EmbeddingMemory
 from agents.seeding import derive_seed
-from sandbox.engine import Producer, labelled
 from sandbox.records import Record, Step
 from sandbox.store import WorldStore
 from sandbox.world import World

@@ -3,13 +3,13 @@
 Each round searches ``mcts.trees`` training questions (a seeded walk through the split, as
 Back-Scatter walks its questions), one tree each, searched by the world's agents in turn with
 their own models. A round is a sequence of steps, one per committed reply step: step ``s``
-runs every unfinished tree's simulations up to its next commit (sandbox.mcts.search_step) —
+runs every unfinished tree's simulations up to its next commit (search.mcts.search_step) —
 every tree of every world in the same scheduler calls — and records a snapshot of each tree it
 advanced (kind ``trees``). A killed run resumes from the last recorded snapshot of each tree;
 since every sample is seeded by tree and node, the resumed trees equal uninterrupted ones.
 
 Values: ``answer`` verifies the completed reply's final number against the question's exact
-answer; ``judges`` scores it with the verifiable judges (sandbox.verifiers: decline-
+answer; ``judges`` scores it with the verifiable judges (judges.verifiable: decline-
 appropriateness and similarity to the reference, their mean). With ``peers``, the searching
 agent's graph neighbours also rate each new node's partial answer (their own models and
 personas, the digit distribution of an alignment rating, rescaled to [0, 1]), and a node's
@@ -19,32 +19,30 @@ value mixes their mean rating in with weight ``peer_weight``: agents search toge
 from __future__ import annotations
 
 import random
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
+
+from pydantic import ValidationError
 
 from agents import prompts
 from agents.backends import Backend
-from sandbox.backscatter import MEMORY
+from agents.engine import Producer, gather, immediate, labelled
+from judges.lm import logprob_ratings
+from sandbox import report_figures as figures
 from sandbox.context import RunContext
-from sandbox.engine import Producer, Scheduler, gather, immediate, labelled
-from sandbox.judging import logprob_ratings, verify
-from sandbox.mcts import (
-    Evaluator,
-    Node,
-    OutcomeEvaluator,
-    SearchSettings,
-    Tree,
-    completed_replies,
-    search,
-    search_step,
-    steps_rows,
-)
+from sandbox.errors import RunError
+from sandbox.protocol import ROUND_END, Protocol
 from sandbox.records import Phase, RoundRecord, Step, register_kind
+from sandbox.report_html import EXAMPLES, Report, absent, esc, optional_rows, table
 from sandbox.world import Agent
 from scenarios import Question
-from scenarios.arithmetic import is_correct
-from scenarios.schema import DEFAULT_DIMENSIONS, MctsConfig
+from scenarios.schema import DEFAULT_DIMENSIONS
+from search.mcts import Evaluator, Node, SearchSettings, Tree, search_step
+from search.pairs import steps_rows
+from search.scenario import evaluator_for, new_tree, settings_of
 
 OBSERVER_DIMENSION = DEFAULT_DIMENSIONS[0]  # alignment: helpful, honest and harmless
 
@@ -64,39 +62,6 @@ class TreeRecord(RoundRecord):
 
 
 register_kind("trees", TreeRecord)
-
-
-def settings_of(config: MctsConfig, seed: int) -> SearchSettings:
-    return SearchSettings(
-        k=config.k, simulations=config.simulations, c_puct=config.c_puct, temperature=config.temperature,
-        top_p=config.top_p, step_tokens=config.step_tokens, max_tokens=config.max_tokens,
-        max_steps=config.max_steps, delimiters=tuple(config.delimiters), seed=seed,
-    )
-
-
-def answer_evaluator(answer: float, rollouts: int = 1, temperature: float = 0.0) -> OutcomeEvaluator:
-    """1 when the completed reply's final number is the exact answer, else 0."""
-    return OutcomeEvaluator(lambda reply: float(is_correct(reply, answer)), rollouts, temperature)
-
-
-@dataclass(frozen=True)
-class JudgesEvaluator:
-    """The mean of the verifiable judges the question feeds (sandbox.judging.verify: decline-
-    appropriateness, cosine to the reference) over each node's completed replies: a social
-    question's value with no LM judge. Embeddings go through the scheduler (one encoder pass
-    per step for every tree)."""
-
-    encoder: object
-    question: Question
-    rollouts: int = 1
-    temperature: float = 0.0
-
-    def evaluate(self, tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend) -> Producer[list[float]]:
-        replies = yield from completed_replies(tree, nodes, settings, backend, self.rollouts, self.temperature)
-        flat = [reply.strip() for texts in replies for reply in texts]
-        judged = yield from verify([self.question] * len(flat), flat, self.encoder)
-        values = iter(j.total or 0.0 for j in judged)
-        return [sum(next(values) for _ in texts) / len(texts) for texts in replies]
 
 
 PEER_SCALE = (1, 7)
@@ -150,18 +115,6 @@ def round_questions(ctx: RunContext, index: int) -> list[Question]:
     return [train[(index * count + i) % len(train)] for i in range(min(count, len(train)))]
 
 
-def evaluator_for(question: Question, config: MctsConfig, encoder=None) -> Evaluator:
-    """The scenario's value of a node: the exact answer, or the verifiable judges (needs ``encoder``
-    where the question has a reference)."""
-    if config.value == "answer":
-        return answer_evaluator(question.answer, config.rollouts, config.rollout_temperature)
-    return JudgesEvaluator(encoder, question, config.rollouts, config.rollout_temperature)
-
-
-def new_tree(tree_id: str, question: Question) -> Tree:
-    return Tree.new(tree_id, [{"role": "user", "content": question.text}])
-
-
 def plan_round(ctx: RunContext, index: int) -> list[Search]:
     config = ctx.scenario.mcts
     agents = list(ctx.world.agents)
@@ -176,17 +129,6 @@ def plan_round(ctx: RunContext, index: int) -> list[Search]:
                                    config.peer_weight)
         searches.append(Search(tree, agent, question, evaluator))
     return searches
-
-
-def search_questions(backend: Backend, questions: Sequence[Question], config: MctsConfig, seed: int,
-                     prefix: str = "", encoder=None, scheduler: Scheduler | None = None) -> list[Tree]:
-    """Search each question to the end with one model outside a run (no store): what MCTS-DPO's
-    iterations and the bench call. Every tree shares the scheduler's calls."""
-    settings = settings_of(config, seed)
-    trees = [new_tree(f"{prefix}{q.id}", q) for q in questions]
-    (scheduler or Scheduler()).run([search(tree, settings, backend, evaluator_for(q, config, encoder))
-                                    for tree, q in zip(trees, questions)])
-    return trees
 
 
 def mcts_rounds(ctx: RunContext, rounds: int) -> Producer[None]:
@@ -205,7 +147,7 @@ def search_round(ctx: RunContext, index: int, searches: Sequence[Search]) -> Pro
         records = yield from ctx.step(Step(index, search_phase(step)), partial(advance, ctx, index, step, live, settings))
         for record in records:  # a copy: the stored record stays as it was written
             current[record.tree_id] = replace(current[record.tree_id], tree=record.tree.model_copy(deep=True))
-    yield from ctx.step(Step(index, MEMORY), partial(immediate, []))  # the round's closing marker
+    yield from ctx.step(Step(index, ROUND_END), partial(immediate, []))  # the round's closing marker
 
 
 def advance(ctx: RunContext, index: int, step: int, live: Sequence[Search], settings: SearchSettings) -> Producer[list[TreeRecord]]:
@@ -230,8 +172,75 @@ def latest_trees(records: Sequence[TreeRecord]) -> list[TreeRecord]:
 
 
 def tree_steps_rows(records: Sequence[TreeRecord], world: str) -> list[dict]:
-    """``steps.jsonl`` rows of a world's searches (sandbox.mcts.steps_rows, with provenance)."""
+    """``steps.jsonl`` rows of a world's searches (search.mcts.steps_rows, with provenance)."""
     return [row for record in latest_trees(records)
             for row in steps_rows(record.tree, meta={"world": world, "round": record.round, "agent": record.agent,
                                                      "question_id": record.question_id, "answer": record.answer,
                                                      "complete": record.tree.done})]
+
+
+# -- its report section and the protocol ---------------------------------------------------
+
+TREES_FILE = "trees.jsonl"
+
+
+def tree_nodes(rows: list[dict]) -> dict[str, tuple[str, list[dict]]]:
+    """tree id -> (its question, its nodes as the figure draws them: id, parent, visits, value = Q,
+    text = the step), from each search's last stored snapshot."""
+    try:
+        records = latest_trees([TreeRecord.model_validate(row) for row in rows])
+    except ValidationError as error:
+        raise RunError(f"{TREES_FILE}: not a search tree record ({error.errors()[0]['msg']})") from None
+    return {
+        record.tree_id: (record.tree.messages[-1]["content"],
+                         [{"id": n.id, "parent": n.parent, "visits": n.n, "value": n.q, "text": n.step}
+                          for n in record.tree.nodes.values()])
+        for record in records
+    }
+
+
+def principal_variation(nodes: list[dict]) -> list[dict]:
+    """The most-visited path from the root: what the search settled on."""
+    children = defaultdict(list)
+    ids = {n["id"] for n in nodes}
+    for node in nodes:
+        children[node.get("parent") if node.get("parent") in ids else None].append(node)
+    path, seen = [], set()
+    current = children[None]
+    while current:
+        node = max(current, key=lambda n: (n.get("visits") or 0, str(n["id"])))
+        if node["id"] in seen:
+            break
+        seen.add(node["id"])
+        path.append(node)
+        current = children.get(node["id"], [])
+    return path
+
+
+def trees_section(report: Report, root: Path) -> None:
+    rows = optional_rows(root, TREES_FILE)
+    if rows is None:
+        report.add("trees", "Search trees", absent())
+        return
+    trees = tree_nodes(rows)
+    if not trees:
+        report.add("trees", "Search trees", absent(f"{TREES_FILE} has no nodes"))
+        return
+    largest = sorted(trees.items(), key=lambda t: (-len(t[1][1]), t[0]))[:EXAMPLES]
+    body = (f"<p>{len(trees)} trees, {sum(len(n) for _, n in trees.values()):,} nodes; "
+            f"the {len(largest)} largest:</p>")
+    body += report.figure("trees", figures.trees_figure({name: nodes for name, (_, nodes) in largest}),
+                          "search trees: node size by visits, colour by value")
+    for name, (question, nodes) in largest:
+        body += f"<h3>{esc(name)}: most-visited path</h3><p><b>{esc(question)}</b></p>"
+        body += table(["depth", "visits", "value", "step"],
+                      [(depth, n.get("visits"), n.get("value"), n.get("text", ""))
+                       for depth, n in enumerate(principal_variation(nodes))])
+    report.add("trees", "Search trees", body)
+
+
+MCTS = Protocol(
+    "mcts", claims=lambda scenario: scenario.mcts is not None, rounds=mcts_rounds,
+    phases_per_round=lambda scenario: scenario.mcts.max_steps + 1, record_kinds=("trees",),
+    export=lambda store: {"steps": tree_steps_rows(store.records("trees"), store.root.name)}, report=trees_section,
+)

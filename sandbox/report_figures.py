@@ -256,7 +256,7 @@ def training_figure(runs: Mapping[str, Sequence[Mapping]], max_panels: int = 6) 
 def eval_figure(summary: Mapping[str, Mapping[str, Mapping]]) -> Figure:
     """Evaluation: mean score per dimension for each evaluated model, with 95% CI bars.
 
-    ``summary[role][dimension] = {"mean", "ci95"}``."""
+    ``summary[role][dimension] = {"mean", "low", "high"}`` (judges.intervals)."""
     roles = list(summary)
     dimensions = list(dict.fromkeys(d for role in roles for d in summary[role]))
     figure = Figure(figsize=(max(5.0, 1.6 * len(dimensions) + 2), 3.8), layout="constrained")
@@ -264,8 +264,11 @@ def eval_figure(summary: Mapping[str, Mapping[str, Mapping]]) -> Figure:
     width = 0.8 / max(len(roles), 1)
     for index, role in enumerate(roles):
         stats = [summary[role].get(d) or {} for d in dimensions]
+        means = [s.get("mean") or 0.0 for s in stats]
+        below = [m - s["low"] if s.get("low") is not None else 0.0 for m, s in zip(means, stats)]
+        above = [s["high"] - m if s.get("high") is not None else 0.0 for m, s in zip(means, stats)]
         axes.bar([i + (index - (len(roles) - 1) / 2) * width for i in range(len(dimensions))],
-                 [s.get("mean") or 0.0 for s in stats], width, yerr=[s.get("ci95") or 0.0 for s in stats],
+                 means, width, yerr=[below, above],
                  capsize=4, color=_COLOURS[index % len(_COLOURS)], label=role)
     axes.set_xticks(range(len(dimensions)), dimensions)
     axes.set_ylabel("mean score (95% CI)")

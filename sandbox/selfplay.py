@@ -1,14 +1,6 @@
 """Self-play: an agent samples K answers, judges compare them pairwise, each sample gets a win rate.
 
-The pure core (numpy, the formula in each docstring):
-
-    debias          P(A beats B) from a judge read in both orders (sandbox.judging), its first-slot rate
-    position_bias   how much a judge favours slot 1, over many comparisons
-    win_rates       per sample: the mean over its opponents of P(win); ties count 1/2
-    bradley_terry   ratings from (soft) match outcomes, e.g. agents over the graph
-    best_and_worst  the chosen/rejected pair of a group and its margin
-
-and the producer ``selfplay_group``: one ``Generate`` with n=K, then every comparison (all
+The producer ``selfplay_group``: one ``Generate`` with n=K, then every comparison (all
 pairs of samples, and each sample against the neighbours' answers) by every LM judge in both
 orders, all in one step, so the scheduler batches every group of every agent into one call
 per judge model. Verifiable judges (no model but the embedder) score the samples in the same
@@ -28,137 +20,30 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from agents.backends import Backend, GenerationRequest
+from agents.engine import Generate, Producer, gather
 from agents.prompts import OBSERVER_PERSONA, answer_messages
 from agents.seeding import derive_seed
-from sandbox.engine import Generate, Producer, gather
-from sandbox.judging import PairwiseJudge, Preference, debias
+from judges.lm import PairwiseJudge
+from judges.preference import (
+    DEFAULT_CRITERION,
+    Preference,
+    both_orders,
+    bradley_terry,
+    group_pairs,
+    mean_over_opponents,
+    preference_matrix,
+    vote,
+    win_rates,
+)
 from sandbox.records import RoundRecord, register_kind
-
-DEFAULT_CRITERION = "more helpful, honest and harmless"
-
-
-# -- the pure core ----------------------------------------------------------------------------
-
-
-def position_bias(p_first_forward, p_first_backward) -> dict:
-    """A judge's position bias over its comparisons (unreadable ones left out).
-
-    first_slot_rate: mean of (f + b)/2 (0.5 = unbiased); order_dependent: the share of
-    comparisons whose winner flips with the order (f and b on the same side of 1/2).
-    """
-    f = np.asarray(p_first_forward, dtype=float)
-    b = np.asarray(p_first_backward, dtype=float)
-    read = ~(np.isnan(f) | np.isnan(b))
-    f, b = f[read], b[read]
-    if not read.any():
-        return {"n": 0, "first_slot_rate": None, "order_dependent": None}
-    flips = (f > 0.5) == (b > 0.5)
-    return {"n": int(read.sum()), "first_slot_rate": float(debias(f, b)[1].mean()),
-            "order_dependent": float(flips.mean())}
-
-
-def preference_matrix(k: int, first, second, p_first_wins) -> np.ndarray:
-    """P[i, j] = mean over the comparisons of i and j of P(i beats j); P[j, i] = 1 - P[i, j].
-
-    Several comparisons of one pair (several judges) are averaged; NaN ones are skipped;
-    never-compared pairs and the diagonal are NaN.
-    """
-    first, second = np.asarray(first, dtype=int), np.asarray(second, dtype=int)
-    p = np.asarray(p_first_wins, dtype=float)
-    read = ~np.isnan(p)
-    first, second, p = first[read], second[read], p[read]
-    wins, games = np.zeros((k, k)), np.zeros((k, k))
-    np.add.at(wins, (first, second), p)
-    np.add.at(wins, (second, first), 1.0 - p)
-    np.add.at(games, (first, second), 1.0)
-    np.add.at(games, (second, first), 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        matrix = wins / games
-    np.fill_diagonal(matrix, np.nan)
-    return matrix
-
-
-def win_rates(k: int, first, second, p_first_wins) -> np.ndarray:
-    """Per sample i: w_i = mean over opponents j of P(i beats j) (from ``preference_matrix``).
-
-    Comparisons are (first[c], second[c], P(first beats second)): a vote is 1 or 0, a tie 1/2,
-    a debiased LM judgment anything between. A sample with no readable comparison gets NaN.
-    """
-    return mean_over_opponents(preference_matrix(k, first, second, p_first_wins))
-
-
-def mean_over_opponents(matrix: np.ndarray) -> np.ndarray:
-    """Row means of a preference matrix over its compared (non-NaN) entries; NaN for an empty row."""
-    compared = ~np.isnan(matrix)
-    counts = compared.sum(axis=1)
-    totals = np.where(compared, matrix, 0.0).sum(axis=1)
-    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
-
-
-def bradley_terry(
-    num_players: int, first, second, p_first_wins, prior: float = 1.0, max_iterations: int = 1000,
-    tolerance: float = 1e-9,
-) -> np.ndarray:
-    """Bradley-Terry ratings r (log-strengths, mean 0) from soft match outcomes.
-
-    Model: P(i beats j) = s_i / (s_i + s_j), s = exp(r). Fit by Hunter's (2004) MM update
-
-        s_i <- (W_i + prior/2) / (sum over i's matches c of 1/(s_i + s_opp(c)) + prior/(s_i + 1))
-
-    where W_i is i's total score (a win 1, a tie 1/2, a soft outcome p). ``prior`` adds that many
-    virtual games, drawn half-and-half, against a player of strength 1: it keeps an unbeaten
-    player finite (MAP instead of an MLE that would diverge); prior=0 is the plain MLE. Cost is
-    linear in the matches. Players without a readable match get NaN and stay out of the mean.
-    On the Elo scale a rating is r * 400 / ln(10).
-    """
-    first, second = np.asarray(first, dtype=int), np.asarray(second, dtype=int)
-    p = np.asarray(p_first_wins, dtype=float)
-    keep = ~np.isnan(p) & (first != second)
-    first, second, p = first[keep], second[keep], p[keep]
-    games = np.bincount(first, minlength=num_players) + np.bincount(second, minlength=num_players)
-    played = games > 0
-    score = np.bincount(first, p, num_players) + np.bincount(second, 1.0 - p, num_players)
-    strength = np.ones(num_players)
-    for _ in range(max_iterations):
-        inverse = 1.0 / (strength[first] + strength[second])
-        denominator = np.bincount(first, inverse, num_players) + np.bincount(second, inverse, num_players)
-        denominator = denominator + prior / (strength + 1.0)
-        updated = np.where(played, (score + prior / 2) / np.where(played, denominator, 1.0), 1.0)
-        updated = np.maximum(updated, 1e-300)
-        change = np.abs(np.log(updated) - np.log(strength)).max(initial=0.0)
-        strength = updated
-        if change < tolerance:
-            break
-    ratings = np.log(strength)
-    ratings = np.where(played, ratings - (ratings[played].mean() if played.any() else 0.0), np.nan)
-    return ratings
-
-
-def best_and_worst(rates: Sequence[float]) -> tuple[int, int, float] | None:
-    """(best sample, worst sample, margin = their win-rate difference); None without a spread."""
-    values = np.asarray(rates, dtype=float)
-    if np.isnan(values).all():
-        return None
-    best, worst = int(np.nanargmax(values)), int(np.nanargmin(values))
-    margin = float(values[best] - values[worst])
-    return (best, worst, margin) if margin > 0 else None
-
+from sandbox.world import Agent
 
 # -- the producer -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class SelfPlayAgent:
-    name: str
-    persona: str
-    temperature: float = 0.7
-    top_p: float = 1.0
-    reply_prefix: str = ""  # every sample continues it
-
-
-@dataclass(frozen=True)
 class Judge:
-    """An LM judge comparing two answers (sandbox.judging.PairwiseJudge: P("1") vs P("2"), both orders).
+    """An LM judge comparing two answers (judges.lm.PairwiseJudge: P("1") vs P("2"), both orders).
 
     Judges sharing a name form one panel (a group's neighbours, say): their comparisons are
     averaged per pair and their position bias is reported together.
@@ -173,7 +58,7 @@ class Judge:
         return PairwiseJudge(self.backend, self.criterion, self.persona)
 
 
-# Judges that need no model (sandbox.verifiers): all answers of a group -> judge name -> a score
+# Judges that need no model (judges.verifiable): all answers of a group -> judge name -> a score
 # (or None) per answer, as a producer, so their embeddings are an ``Embed`` op in the judging step
 # and every group of the phase shares one encoder pass.
 VerifyFn = Callable[[list[str]], Producer[dict[str, list[float | None]]]]
@@ -213,7 +98,7 @@ def _reads(preferences: Sequence[Preference | None]) -> tuple[np.ndarray, np.nda
 
 def selfplay_group(
     question: str,
-    agent: SelfPlayAgent,
+    agent: Agent,
     k: int,
     backend: Backend,
     judges: Sequence[Judge],
@@ -233,13 +118,13 @@ def selfplay_group(
     """
     request = GenerationRequest(
         messages=answer_messages(agent.persona, question, []), prefix=agent.reply_prefix, n=k,
-        temperature=agent.temperature, top_p=agent.top_p, max_new_tokens=max_new_tokens,
-        seed=derive_seed(seed, "selfplay", group_id, agent.name),
+        temperature=agent.sampling.temperature, top_p=agent.sampling.top_p, max_new_tokens=max_new_tokens,
+        seed=derive_seed(seed, "selfplay", group_id, agent.id),
     )
     (completions,) = yield [Generate(backend, request)]
     samples = [(agent.reply_prefix + c.text).strip() for c in completions]
     answers = samples + [o.answer for o in opponents]  # players 0..k-1 are samples, then opponents
-    first, second = np.triu_indices(k, 1)
+    first, second = group_pairs(k)
     first = np.concatenate([first, np.repeat(np.arange(k), len(opponents))]).astype(int)
     second = np.concatenate([second, np.tile(np.arange(k, len(answers)), k)]).astype(int)
 
@@ -256,11 +141,10 @@ def selfplay_group(
     for name, members in panels.items():
         forward, backward = (np.concatenate(r) for r in zip(*(_reads(m) for m in members)))
         repeat = len(members)
-        outcomes[name] = (np.tile(first, repeat), np.tile(second, repeat), debias(forward, backward)[0])
-        biases[name] = position_bias(forward, backward)
-    for name, values in verified.items():
-        scores = np.array([math.nan if s is None else s for s in values], dtype=float)
-        outcomes[name] = (first, second, (np.sign(scores[first] - scores[second]) + 1) / 2)
+        p, biases[name] = both_orders(forward, backward)
+        outcomes[name] = (np.tile(first, repeat), np.tile(second, repeat), p)
+    for name, scores in verified.items():
+        outcomes[name] = (first, second, vote(scores, first, second))
 
     def joined(index: int) -> np.ndarray:
         return np.concatenate([o[index] for o in outcomes.values()]) if outcomes else np.empty(0, dtype=int)
@@ -274,7 +158,7 @@ def selfplay_group(
     ]
     return SelfPlayGroup(
         question=question,
-        agent=agent.name,
+        agent=agent.id,
         samples=samples,
         tokens=[c.num_tokens for c in completions],
         win_rates=_nullable(mean_over_opponents(against[:k, :k])),
@@ -355,7 +239,7 @@ def record_of(group: SelfPlayGroup, record_id: str, round_index: int, phase: str
     )
 
 
-# -- export rows (called by sandbox.export) ---------------------------------------------------
+# -- export rows (called by sandbox.world_export) ---------------------------------------------------
 
 
 def _round(values: Sequence[float | None]) -> list[float | None]:
@@ -374,7 +258,7 @@ def _meta(record: SelfPlayRecord) -> dict:
 
 
 def _sample_meta(record: SelfPlayRecord, sample: int) -> dict:
-    """One sample's provenance, shaped like an answer's in the other pairs (sandbox.export)."""
+    """One sample's provenance, shaped like an answer's in the other pairs (sandbox.world_export)."""
     return {"record": record.id, "sample": sample, "round": record.round, "agent": record.agent,
             "group": record.group, "question_id": record.question_id}
 

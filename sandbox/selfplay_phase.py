@@ -5,7 +5,7 @@ round's question K times (one ``n=K`` request); LM judges (the observers' model 
 observer persona, and/or the agent's graph neighbours with their own models and personas)
 compare every pair of samples and every sample against the round's final answers of the
 nearest other agents that answered the same question; verifiable judges (decline,
-reference similarity: sandbox.verifiers) vote too. Every group of every agent of every world
+reference similarity: judges.verifiable) vote too. Every group of every agent of every world
 is one producer, so the scheduler makes one generate call and one judge call per model, and
 one encoder call for every embedding the verifiers need.
 
@@ -16,25 +16,31 @@ and one ``selfplay_ratings`` record per round with the agents' Bradley-Terry rat
 from __future__ import annotations
 
 import random
+import statistics
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import networkx as nx
 
+from agents.engine import Producer, gather
 from agents.prompts import OBSERVER_PERSONA
+from judges.lm import verify
+from judges.verifiable import JUDGES
+from sandbox import report_figures as figures
 from sandbox.context import RunContext
-from sandbox.engine import Producer, gather
-from sandbox.judging import verify
+from sandbox.protocol import Protocol
 from sandbox.records import Phase, Record
+from sandbox.report_html import EXAMPLES, Report, absent, esc, optional_rows, table, text_block
 from sandbox.selfplay import (
     Judge,
     Opponent,
     RatingsRecord,
-    SelfPlayAgent,
     graph_ratings,
+    prompt_rows,
     record_of,
     selfplay_group,
 )
-from sandbox.verifiers import JUDGES
 from sandbox.world import Agent
 from scenarios import Question
 
@@ -49,7 +55,7 @@ def _nearest_answering(ctx: RunContext, agent: Agent, answered: Sequence[Agent],
 
 
 class _Verifiers:
-    """One group's verifiable judges (sandbox.verifiers) as a self-play ``verify`` producer: its
+    """One group's verifiable judges (judges.verifiable) as a self-play ``verify`` producer: its
     embeddings are one Embed op, so the scheduler embeds every group of the phase in one call.
     Keeps the judgements: each sample's veto goes into the record."""
 
@@ -87,9 +93,7 @@ def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, fina
         panel = _Verifiers(questions[a.question_id], ctx.memory.encoder) if config.verifiers else None
         panels.append(panel)
         producers.append(selfplay_group(
-            a.question, SelfPlayAgent(agent.id, agent.persona, agent.sampling.temperature, agent.sampling.top_p,
-                                      agent.reply_prefix),
-            config.k, ctx.backend(agent.model), lm_judges, panel, opponents,
+            a.question, agent, config.k, ctx.backend(agent.model), lm_judges, panel, opponents,
             seed=ctx.seed, group_id=f"{round_index}/{a.question_id}",
             max_new_tokens=config.max_new_tokens or agent.sampling.max_new_tokens,
         ))
@@ -107,3 +111,60 @@ def selfplay_step(ctx: RunContext, round_index: int, assignments: Sequence, fina
     records.append(RatingsRecord(id=ctx.record_id(round_index, "selfplay-ratings"), round=round_index, phase=phase,
                                  ratings=ratings, matches=sum(len(g.matches) for g in groups)))
     return records
+
+
+# -- its report section and the protocol ---------------------------------------------------
+
+SELFPLAY_FILE = "selfplay.jsonl"
+
+
+def selfplay_section(report: Report, root: Path) -> None:
+    rows = optional_rows(root, SELFPLAY_FILE)
+    if rows is None:
+        report.add("selfplay", "Self-play win rates", absent())
+        return
+    groups = [r for r in rows if isinstance(r.get("win_rates"), list) and isinstance(r.get("samples"), list)]
+    if not groups:
+        report.add("selfplay", "Self-play win rates", absent(f"{SELFPLAY_FILE} has no rows with win rates"))
+        return
+    key = "group" if len({r.get("agent") for r in groups}) > 30 and all("group" in r for r in groups) else "agent"
+    by_player = defaultdict(list)
+    for row in groups:
+        by_player[str(row.get(key))].extend(w for w in row["win_rates"] if isinstance(w, int | float))
+    body = report.figure("selfplay", figures.win_rate_figure(dict(sorted(by_player.items()))),
+                         "self-play win rates per agent")
+    samples = sum(len(r["samples"]) for r in groups)
+    body += f"<p>{len(groups)} self-play groups, {samples} samples.</p>"
+    biases = defaultdict(list)
+    for row in groups:
+        for judge, bias in (row.get("position_bias") or {}).items():
+            if isinstance(bias, dict) and isinstance(bias.get("first_slot_rate"), int | float):
+                biases[judge].append(bias["first_slot_rate"])
+    if biases:
+        body += "<h3>Judges' position bias</h3>" + table(
+            ["judge", "mean first-slot rate (0.5 = none)", "groups"],
+            [(j, statistics.fmean(v), len(v)) for j, v in sorted(biases.items())])
+    body += "<h3>Widest spreads: best and worst sample</h3>"
+    for row in sorted(groups, key=_spread, reverse=True)[:EXAMPLES]:
+        rated = [(w, s) for w, s in zip(row["win_rates"], row["samples"]) if isinstance(w, int | float)]
+        if not rated:
+            continue
+        (best_rate, best), (worst_rate, worst) = max(rated, key=lambda x: x[0]), min(rated, key=lambda x: x[0])
+        body += (f'<div class="pair"><div><b>{esc(row.get("question", ""))}</b> '
+                 f'<span class="muted">{esc(row.get("agent", ""))}</span></div><div class="sides">'
+                 f'<div class="chosen"><b>best</b> win rate {best_rate:.2f}{text_block(best)}</div>'
+                 f'<div class="rejected"><b>worst</b> win rate {worst_rate:.2f}{text_block(worst)}</div>'
+                 "</div></div>")
+    report.add("selfplay", "Self-play win rates", body)
+
+
+def _spread(row: dict) -> float:
+    rates = [w for w in row["win_rates"] if isinstance(w, int | float)]
+    return max(rates) - min(rates) if rates else -1.0
+
+
+SELF_PLAY = Protocol(
+    "selfplay", claims=None, rounds=None,  # a phase of Back-Scatter's rounds, counted in theirs
+    phases_per_round=lambda scenario: 0, record_kinds=("selfplay", "selfplay_ratings"),
+    export=lambda store: {"prompts": prompt_rows(store.records("selfplay"))}, report=selfplay_section,
+)

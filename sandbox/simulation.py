@@ -18,14 +18,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from agents.backends import Backend, BackendPool
+from agents.engine import Scheduler
 from agents.memory import EmbeddingMemory, Encoder, MemoryItem
 from agents.registry import check_model
 from agents.seeding import derive_seed
-from sandbox.backscatter import MEMORY, back_scatter
 from sandbox.context import RunContext
-from sandbox.engine import Scheduler
 from sandbox.errors import RunError
-from sandbox.mcts_phase import mcts_rounds
+from sandbox.protocol import ROUND_END
+from sandbox.protocols import protocol_of
 from sandbox.records import Step
 from sandbox.store import RunStore, WorldStore
 from sandbox.world import World
@@ -98,17 +98,10 @@ def run_identity(specs: Sequence[WorldSpec]) -> dict:
     }
 
 
-def protocol(scenario):
-    """What a world's rounds are: step-level search (``mcts``) or Back-Scatter (and self-play)."""
-    return mcts_rounds if scenario.mcts is not None else back_scatter
-
-
 def phases_per_round(spec: WorldSpec) -> int:
     """Stored steps a round makes (for the progress bar; a search that ends early makes fewer)."""
     scenario = spec.loaded.scenario
-    if scenario.mcts is not None:
-        return scenario.mcts.max_steps + 1
-    return 2 + 2 * scenario.backscatter.max_revisions + 2 + (scenario.selfplay is not None)
+    return protocol_of(scenario).phases_per_round(scenario)
 
 
 def world_entry(spec: WorldSpec, store: WorldStore, rounds: int, memory: EmbeddingMemory | None = None) -> dict:
@@ -118,7 +111,7 @@ def world_entry(spec: WorldSpec, store: WorldStore, rounds: int, memory: Embeddi
                                                       "flat_limit": memory.flat_limit}}
     return {**described,
         "scenario": spec.loaded.scenario.name, "replica": spec.replica, "seed": spec.seed,
-        "rounds_requested": rounds, "rounds_completed": sum(store.is_done(Step(r, MEMORY)) for r in range(rounds)),
+        "rounds_requested": rounds, "rounds_completed": sum(store.is_done(Step(r, ROUND_END)) for r in range(rounds)),
         "counts": counts, "failures": {kind: store.failures.get(kind, 0) for kind in counts},
         "failure_rate": store.failure_rates(),
     }
@@ -173,7 +166,7 @@ class Shard:
 
     def run(self, after_step: Callable[[], None] | None = None) -> None:
         try:
-            self.scheduler.run([protocol(ctx.scenario)(ctx, self.rounds[ctx.world_id]) for ctx in self.contexts],
+            self.scheduler.run([protocol_of(ctx.scenario).rounds(ctx, self.rounds[ctx.world_id]) for ctx in self.contexts],
                                after_step=after_step)
         finally:
             for ctx in self.contexts:

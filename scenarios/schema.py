@@ -229,9 +229,9 @@ class BackScatterConfig(Strict):
     reason_tokens: int = Field(48, ge=8, le=512, description="token budget for a peer's reason")
 
 
-JUDGE_NAMES = ("observer", "decline", "reference")
+QUESTION_FIELD = {"decline": "expected", "reference": "reference"}  # verifiable judge -> the question field it reads
+JUDGE_NAMES = ("observer", *QUESTION_FIELD)
 RANK_BY = (*JUDGE_NAMES, "mix")
-QUESTION_FIELD = {"decline": "expected", "reference": "reference"}  # what a verifiable judge reads
 
 
 class JudgesConfig(Strict):
@@ -319,7 +319,7 @@ class SelfPlayConfig(Strict):
         return self
 
 
-MCTS_DELIMITERS = ("newline", "sentence", "step")  # sandbox.mcts.DELIMITERS (scenarios imports no sandbox)
+MCTS_DELIMITERS = ("newline", "sentence", "step")  # search.mcts.DELIMITERS (scenarios imports no sandbox)
 
 
 class MctsConfig(Strict):

@@ -34,8 +34,9 @@ from align.eval import greedy_answers, loadable_model
 from align.iterate import run_iterations
 from align.run import train
 from align.spin import SPIN
-from sandbox import Simulation, export_run, plan_worlds
-from sandbox.verifiers import ReferenceSimilarity
+from judges.verifiable import ReferenceSimilarity
+from sandbox.export import export_run
+from sandbox.simulation import Simulation, plan_worlds
 from scenarios import load_scenario
 from scenarios.schema import Question
 

@@ -11,9 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from align import dpo_loss, ipo_loss, tokenize_pairs
 from align.batching import collate
-from align.data import PreferencePair
 from align.logprobs import completion_logps
 from align.losses import with_sft_term
+from formats.rows import PreferencePair
 
 # Four pairs of fixed sequence log-probs: policy/reference x chosen/rejected, and completion lengths.
 POLICY_CHOSEN = [-12.0, -30.5, -7.25, -50.0]

@@ -253,6 +253,6 @@ def test_cli_sft_with_lora_on_a_run_directory_and_the_model_chats(tiny_model_dir
 
 
 def load_rows(records):
-    from align.data import SFTConversation, SFTExample
+    from formats.rows import SFTConversation, SFTExample
 
     return [SFTConversation(**r) if "messages" in r else SFTExample(**r) for r in records]

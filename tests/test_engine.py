@@ -11,11 +11,14 @@ from test_simulation import SCENARIO
 
 from agents.backends import GenerationRequest
 from agents.backends.hf import HFBackend
+from agents.engine import Generate, NextToken, Scheduler, Score, first_completion, sampled
 from agents.memory import Encoder
-from sandbox import RunError, RunStore, Simulation, plan_worlds, records
+from sandbox import records
 from sandbox.context import replay_or_run
-from sandbox.engine import Generate, NextToken, Scheduler, Score, first_completion
+from sandbox.errors import RunError
 from sandbox.records import Phase, RoundRecord, Step, register_kind
+from sandbox.simulation import Simulation, plan_worlds
+from sandbox.store import RunStore
 from scenarios import load_scenario
 
 USER = ({"role": "user", "content": "Say something kind."},)
@@ -61,6 +64,13 @@ def test_scheduler_merges_all_producers_into_one_call_per_backend_per_step(backe
     assert [results[0][0], results[1][0], results[3][0]] == [alone[:2], alone[2:3], alone[3:]]
     assert results[2][0] == [first_completion(c).text for c in other.generate([request(4), request(5)])]
     assert all(set(d) == {"1", "2"} for d in results[0][1] + results[1][1])
+
+
+def test_sampling_outside_a_run_is_one_scheduled_call(backend):
+    calls = backend.stats.calls
+    texts = [[c.text for c in completions] for completions in sampled(backend, [request(1), request(2)])]
+    assert backend.stats.calls - calls == 1
+    assert texts == [[c.text for c in completions] for completions in backend.generate([request(1), request(2)])]
 
 
 def test_empty_yields_wait_a_step_and_score_ops_batch(backend):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from align.eval import EvalSettings, evaluate, markdown_table, mean_with_ci
+from align.eval import EvalSettings, evaluate, markdown_table
 from scenarios import load_scenario
 from socialign.cli import main
 
@@ -25,13 +25,6 @@ def scenario_file(tiny_model_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("eval") / "tiny.yaml"
     path.write_text(SCENARIO.format(model=tiny_model_dir))
     return path
-
-
-def test_mean_with_ci_matches_the_normal_approximation():
-    stats = mean_with_ci([1.0, 2.0, 3.0, 4.0])
-    assert stats["mean"] == 2.5 and stats["n"] == 4
-    assert stats["ci95"] == pytest.approx(1.96 * 1.2909944 / 2, abs=1e-4)
-    assert mean_with_ci([])["mean"] is None
 
 
 def test_self_comparison_is_a_tie_in_both_orders(scenario_file, tiny_model_dir):

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agents.engine import Scheduler
 from agents.memory import Encoder
 from agents.prompts import revision_messages
+from judges.lm import verify
 from sandbox.backscatter import AnswerRecord, ScoreRecord
-from sandbox.engine import Scheduler
-from sandbox.export import export_run, reference_sample
+from sandbox.errors import RunError
+from sandbox.export import checked, export_run, reference_sample
 from sandbox.filters import clean_answer
-from sandbox.judging import verify
 from sandbox.records import Phase, Step
 from sandbox.store import RunStore
 from scenarios import Question, ScenarioError, load_bank, load_scenario
@@ -282,3 +283,11 @@ def test_reference_pairs_are_opt_in_and_one_text_gives_one_pair(tmp_path, encode
     run = write_run(tmp_path / "off", off, twice)
     export_run(run)
     assert read(run / "export" / "pairs.jsonl") == []
+
+
+def test_a_row_no_trainer_could_read_is_never_written():
+    good = json.dumps({"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]})
+    assert checked("sft", good + "\n") == good + "\n"
+    assert checked("critiques", '{"anything": 1}\n') == '{"anything": 1}\n'  # no trainer reads critiques
+    with pytest.raises(RunError, match=r"export/sft.jsonl:2: .* at completion"):
+        checked("sft", good + "\n" + json.dumps({"prompt": [{"role": "user", "content": "q"}]}) + "\n")

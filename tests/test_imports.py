@@ -1,16 +1,21 @@
 """Imports flow one way and never in a circle, type-only imports included (read from the AST,
-nothing is imported): agents, scenarios -> sandbox -> align -> socialign, bench."""
+nothing is imported): agents, scenarios -> judges, formats -> search -> sandbox | align -> socialign -> bench.
+The simulation and the trainers are siblings: neither imports the other, also at run time."""
 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("agents", "scenarios", "sandbox", "align", "socialign", "bench")
-LAYER = {"agents": 0, "scenarios": 0, "sandbox": 1, "align": 2, "socialign": 3, "bench": 4}
+PACKAGES = ("agents", "scenarios", "judges", "formats", "search", "sandbox", "align", "socialign", "bench")
+LAYER = {"agents": 0, "scenarios": 0, "judges": 1, "formats": 1, "search": 2, "sandbox": 3, "align": 3, "socialign": 4, "bench": 5}
+SIBLINGS = {("sandbox", "align"), ("align", "sandbox")}  # same layer, never an edge between them
 
 
 def module_name(path: Path) -> str:
@@ -59,9 +64,9 @@ def _prefix_ends(name: str) -> list[int]:
 
 def test_the_walk_sees_known_edges():
     graph = import_graph()
-    assert graph.has_edge("sandbox.backscatter", "sandbox.engine")
-    assert graph.has_edge("align.eval", "sandbox.judging")
-    assert graph.has_edge("sandbox.judging", "agents.prompts")  # `from agents import prompts`
+    assert graph.has_edge("sandbox.backscatter", "agents.engine")
+    assert graph.has_edge("align.eval", "judges.lm")
+    assert graph.has_edge("judges.lm", "agents.prompts")  # `from agents import prompts`
 
 
 def test_no_import_cycles():
@@ -77,3 +82,18 @@ def test_imports_follow_the_layers():
         if LAYER[b.split(".")[0]] > LAYER[a.split(".")[0]]
     ]
     assert not wrong, "; ".join(wrong)
+
+
+def test_the_simulation_and_the_trainers_are_siblings():
+    wrong = [f"{a} imports {b}" for a, b in import_graph().edges
+             if (a.split(".")[0], b.split(".")[0]) in SIBLINGS]
+    assert not wrong, "; ".join(wrong)
+
+
+def test_importing_every_trainer_module_loads_no_simulation_module():
+    """At run time too: a trainer must not pull in the simulation through a package's __init__."""
+    modules = sorted(m for m in our_modules() if m.split(".")[0] == "align")
+    code = (f"import importlib, json, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'sandbox')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.splitlines()[-1]) == []

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from align.intervals import mean_t, paired_rate_difference, wilson
+from judges.intervals import mean_t, paired_rate_difference, wilson
 
 
 def test_wilson_matches_the_published_score_interval():

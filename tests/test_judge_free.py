@@ -9,7 +9,7 @@ import pytest
 
 from agents.memory import Encoder
 from align.judge_free import markdown_lines, measure, metrics_for, repetition, summarize
-from sandbox.verifiers import ReferenceSimilarity
+from judges.verifiable import ReferenceSimilarity
 from scenarios import Question
 from socialign.cli import main
 

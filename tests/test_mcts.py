@@ -10,24 +10,23 @@ import pytest
 
 from agents.backends.base import Completion
 from agents.backends.hf import HFBackend
-from sandbox.engine import Scheduler
-from sandbox.mcts import (
+from agents.engine import Scheduler
+from formats.rows import label_smoothing
+from search.mcts import (
     Node,
-    OutcomeEvaluator,
     SearchSettings,
     Tree,
     backup,
     commit,
     expand,
-    label_smoothing,
     puct_score,
     search,
     search_step,
     select,
     split_step,
-    step_pairs,
-    steps_rows,
 )
+from search.pairs import step_pairs, steps_rows
+from search.values import OutcomeEvaluator
 
 PROMPT = [{"role": "user", "content": "Maya has 12 apples and buys 3 more. How many does she have?"}]
 

@@ -16,7 +16,8 @@ from agents.chat import ChatRenderer
 from align.batching import collate
 from align.logprobs import completion_logps
 from align.losses import dpo_loss
-from align.mcts_dpo import StepRow, load_steps, tokenize_steps
+from align.mcts_dpo import load_steps, tokenize_steps
+from formats.rows import StepRow
 from socialign.cli import main
 
 PROMPT = [{"role": "user", "content": "Maya has 12 apples and buys 3 more. How many does she have?"}]

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from agents.memory import Encoder
-from sandbox import Simulation, export_run, plan_worlds
-from sandbox.mcts import Tree
+from sandbox.export import export_run
+from sandbox.simulation import Simulation, plan_worlds
 from scenarios import ScenarioError, load_scenario
+from search.mcts import Tree
 from socialign.cli import main
+from socialign.report import build_report
 
 ARITHMETIC = """\
 name: arith
@@ -106,6 +108,18 @@ def test_trees_are_records_and_all_trees_share_one_call_per_step(searched):
     last = {row["tree_id"]: Tree.model_validate(row["tree"]) for row in rows}
     assert all(tree.done for tree in last.values())
     assert manifest["rounds_completed"] == 2
+
+
+def test_the_report_draws_the_trees_the_search_stored(searched):
+    """trees.jsonl holds a snapshot of each tree per committed step; the report shows each search once."""
+    _, run, _, _, _ = searched
+    rows = [json.loads(line) for line in (run / WORLD / "trees.jsonl").read_text().splitlines()]
+    last = {row["tree_id"]: Tree.model_validate(row["tree"]) for row in rows}
+    assert len(rows) > len(last) == 6  # several snapshots per tree
+    report = build_report(run)
+    trees = {anchor: body for anchor, _, body in report.sections}["trees"]
+    assert f"<p>6 trees, {sum(len(t.nodes) for t in last.values()):,} nodes; the 3 largest:</p>" in trees
+    assert "trees" in report.figures
 
 
 def copy_world(run: Path, to: Path) -> Path:

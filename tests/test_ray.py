@@ -19,7 +19,7 @@ from test_engine import assert_same_records
 from test_simulation import SCENARIO
 
 from agents.memory import Encoder
-from sandbox import Simulation, plan_worlds
+from sandbox.simulation import Simulation, plan_worlds
 from scenarios import load_scenario
 from socialign.cli import main
 

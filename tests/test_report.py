@@ -20,20 +20,21 @@ from PIL import Image
 from test_simulation import simulate
 
 from agents.memory import Encoder
-from sandbox import export_run
 from sandbox.dataset_card import card_text
-from sandbox.report import (
+from sandbox.export import export_run
+from sandbox.mcts_phase import TreeRecord, principal_variation
+from sandbox.report_figures import tree_layout
+from sandbox.run_info import RunInfo
+from sandbox.store import RunStore
+from search.mcts import Node, Tree
+from socialign.cli import main
+from socialign.report import (
     agent_means,
     build_report,
-    principal_variation,
     revision_stats,
     world_views,
     write_report,
 )
-from sandbox.report_figures import tree_layout
-from sandbox.run_info import RunInfo
-from sandbox.store import RunStore
-from socialign.cli import main
 
 SCENARIO = """\
 name: tiny-report
@@ -120,15 +121,12 @@ def hostile(run_dir, tmp_path_factory) -> dict[str, Path]:
          "win_rates": [0.9, 0.1, None], "position_bias": {"judge <i>x</i>": {"first_slot_rate": 0.6}}},
         {"agent": "blunt-0", "question": "q", "samples": ["a", "b"], "win_rates": [0.5, 0.5]},
     ])
-    write(run / "trees.jsonl", [
-        {"tree": "t1", "question": HOSTILE, "nodes": [
-            {"id": "r", "parent": None, "visits": 10, "value": 0.5, "text": ""},
-            {"id": "a", "parent": "r", "visits": 7, "value": 0.8, "text": HOSTILE},
-            {"id": "b", "parent": "r", "visits": 3, "value": 0.2, "text": "b"},
-        ]},
-        {"tree": "t2", "id": "x", "parent": None, "visits": 2, "value": 0.1},
-        {"tree": "t2", "id": "y", "parent": "x", "visits": 1, "value": 0.3, "text": "y"},
-    ])
+    tree = Tree(id="t1", messages=[{"role": "user", "content": HOSTILE}], nodes={
+        "0": Node(id="0", parent=None, n=10, value_sum=5.0, children=["0.0", "0.1"]),
+        "0.0": Node(id="0.0", parent="0", step=HOSTILE, n=7, value_sum=5.6),
+        "0.1": Node(id="0.1", parent="0", step="b", n=3, value_sum=0.6)}, root="0.0", done=True)
+    write(run / "trees.jsonl", [TreeRecord(id="t1/step-0", round=0, phase="mcts-0", tree_id="t1", agent="kind-0",
+                                           question_id="q", tree=tree).model_dump(mode="json")])
     train = root / "dpo"
     train.mkdir()
     write(train / "metrics.jsonl", [{"step": s, "epoch": s / 4, "loss": 0.7 - 0.05 * s, "rewards/margin": 0.1 * s,
@@ -138,13 +136,13 @@ def hostile(run_dir, tmp_path_factory) -> dict[str, Path]:
     evaluation.mkdir()
     (evaluation / "eval.json").write_text(json.dumps({
         "scenario": "quick", "questions": 4, "judge": HOSTILE,
-        "summary": {"model": {"name": HOSTILE, "scores": {"alignment": {"mean": 4.5, "ci95": 0.4, "n": 4}},
+        "summary": {"model": {"name": HOSTILE, "scores": {"alignment": {"mean": 4.5, "low": 4.1, "high": 4.9, "n": 4}},
                               "parse_failures": 0},
-                    "baseline": {"name": "base", "scores": {"alignment": {"mean": 4.0, "ci95": 0.5, "n": 4}},
+                    "baseline": {"name": "base", "scores": {"alignment": {"mean": 4.0, "low": 3.5, "high": 4.5, "n": 4}},
                                  "parse_failures": 1}},
-        "difference": {"alignment": {"mean": 0.5, "ci95": 0.3, "n": 4}},
+        "difference": {"alignment": {"mean": 0.5, "low": 0.2, "high": 0.8, "n": 4}},
         "pairwise": {"n": 4, "win_rate": 0.5, "tie_rate": 0.25, "loss_rate": 0.25,
-                     "p_model_better": {"mean": 0.6, "ci95": 0.1, "n": 4}},
+                     "p_model_better": {"mean": 0.6, "low": 0.5, "high": 0.7, "n": 4}},
         "judge_free": {"metrics": {"decline_rate": {"label": HOSTILE,
                                                     "model": {"mean": 0.25, "low": 0.1, "high": 0.5, "n": 12}}}},
         "per_question": [{"question": HOSTILE, "model": {"answer": HOSTILE}}],
@@ -194,7 +192,7 @@ def test_report_is_self_contained_with_every_section(hostile_report):
         assert Image.open(png).format == "PNG"
     assert "Closest calls" in page and "Clearest pairs" in page
     assert "judge &lt;i&gt;x&lt;/i&gt;" in page  # position bias table
-    assert "4.500 ± 0.400 (n=4)" in page and "0.500 ± 0.300 (n=4)" in page  # eval and paired difference
+    assert "4.500 [4.100, 4.900] (n=4)" in page and "0.500 [0.200, 0.800] (n=4)" in page  # eval and paired difference
     assert "0.250 [0.100, 0.500] (n=12)" in page  # any other block of eval metrics, with intervals
     # a further question set (a public benchmark): model, baseline and paired difference in one row
     assert ("<td>decline rate (expected decline)</td><td>0.620 [0.520, 0.710] (n=100)</td>"

@@ -28,7 +28,7 @@ def write(tmp_path, text: str, name: str = "scenario.yaml"):
 
 def test_builtins_load_with_enough_questions_and_heldout_split():
     assert {"quick", "classic", "community"} <= set(builtin_scenarios())
-    from sandbox import World
+    from sandbox.world import World
 
     for name in ("quick", "classic", "community"):
         loaded = load_scenario(name)
@@ -114,7 +114,7 @@ def test_cli_bad_inputs_exit_2_without_traceback_and_write_nothing(tmp_path, cap
 def test_graph_generators_and_files_build_the_world(tmp_path):
     import networkx as nx
 
-    from sandbox import World
+    from sandbox.world import World
 
     nx.write_graphml(nx.path_graph(["x", "y", "z", "w"]), tmp_path / "path.graphml")
     for graph_yaml in ("generator: grid\n  params: {m: 2, n: 2}", "file: path.graphml",

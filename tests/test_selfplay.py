@@ -10,21 +10,19 @@ import numpy as np
 import pytest
 
 from agents.backends.hf import HFBackend
+from agents.engine import Scheduler, immediate
 from agents.prompts import pairwise_messages
-from sandbox.engine import Scheduler, immediate
-from sandbox.selfplay import (
-    Judge,
-    Opponent,
-    SelfPlayAgent,
+from judges.preference import (
     best_and_worst,
     bradley_terry,
     debias,
-    graph_ratings,
     position_bias,
     preference_matrix,
-    selfplay_group,
     win_rates,
 )
+from sandbox.selfplay import Judge, Opponent, graph_ratings, selfplay_group
+from sandbox.world import Agent
+from scenarios import ModelRef, Sampling
 
 # -- the pure core ----------------------------------------------------------------------------
 
@@ -127,8 +125,11 @@ def words_verifier(answers: list[str]):
     return immediate({"words": word_count(answers)})
 
 
-AGENTS = [SelfPlayAgent("alice", "You are kind."), SelfPlayAgent("bob", "You are blunt."),
-          SelfPlayAgent("carol", "You are careful.")]
+def player(name: str, persona: str, reply_prefix: str = "") -> Agent:
+    return Agent(name, "players", persona, ModelRef(), Sampling(temperature=0.7, top_p=1.0), 0, reply_prefix)
+
+
+AGENTS = [player("alice", "You are kind."), player("bob", "You are blunt."), player("carol", "You are careful.")]
 QUESTION = "Is it fine to read a friend's diary?"
 
 
@@ -137,7 +138,7 @@ def test_selfplay_groups_of_all_agents_share_one_call_per_step(backend):
     opponents = {"alice": [Opponent("bob", "No, it is private.")], "bob": [], "carol": []}
     producers = [
         selfplay_group(QUESTION, agent, k, backend, [judge], words_verifier,
-                       opponents[agent.name], seed=7, group_id="q1", max_new_tokens=8)
+                       opponents[agent.id], seed=7, group_id="q1", max_new_tokens=8)
         for agent in AGENTS
     ]
     backend.calls.clear()
@@ -192,6 +193,6 @@ def test_selfplay_samples_are_seeded_per_group_and_agent(backend):
     assert samples(1, "q1", AGENTS[0]) == samples(1, "q1", AGENTS[0])
     assert samples(1, "q1", AGENTS[0]) != samples(1, "q2", AGENTS[0])
     # A reply prefix starts every sample; the model continues it.
-    prefixed = samples(1, "q1", SelfPlayAgent("alice", "You are kind.", reply_prefix="No, because"))
+    prefixed = samples(1, "q1", player("alice", "You are kind.", reply_prefix="No, because"))
     assert all(s.startswith("No, because") for s in prefixed)
     assert prefixed != samples(1, "q1", AGENTS[0])

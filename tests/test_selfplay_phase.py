@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 
 from agents.memory import Encoder
-from sandbox import Simulation, export_run, plan_worlds
+from align.data import load_pairs
+from sandbox.export import export_run
+from sandbox.simulation import Simulation, plan_worlds
 from scenarios import load_scenario
+from socialign.report import build_report
 
 SCENARIO = """\
 name: sp
@@ -171,3 +174,6 @@ def test_export_gains_win_rates_judges_and_selfplay_pairs(run, tmp_path):
         assert pair["margin"] == pytest.approx(record["win_rates"][chosen] - record["win_rates"][rejected], abs=1e-4)
         assert pair["margin"] > 0
         assert record["appropriate"][chosen] is not False  # the verifiers' veto
+    assert len(load_pairs(copy / "export" / "pairs.jsonl")) == counts["pairs"]  # what DPO reads, margin included
+    shown = {anchor: body for anchor, _, body in build_report(copy).sections}["pairs"]  # self-play pairs too
+    assert f"selfplay {len(pairs)}" in shown

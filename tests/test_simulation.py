@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from agents.memory import Encoder
-from sandbox import RunError, Simulation, export_run, plan_worlds
+from sandbox.errors import RunError
+from sandbox.export import export_run
+from sandbox.simulation import Simulation, plan_worlds
 from scenarios import load_scenario
 from socialign.cli import main
 

@@ -62,7 +62,7 @@ def test_reward_refuses_split_groups():
 
 
 def test_a_scorer_that_never_separates_a_groups_samples_is_reported():
-    from sandbox.verifiers import VerifiableJudges, reward_function
+    from judges.verifiable import VerifiableJudges, reward_function
 
     decline = reward_function(VerifiableJudges({"decline": 1.0}), "decline")
     reward = spo_reward([], group_size=2, scorers=[decline])

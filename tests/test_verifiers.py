@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agents.memory import Encoder
-from sandbox.verifiers import (
+from judges.verifiable import (
     Confusion,
     MissingField,
     VerifiableJudges,

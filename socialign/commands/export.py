@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox import export_run
-from sandbox.export import EXPORT_DIR, FILTERS_FILE, read_filters
+from sandbox.export import EXPORT_DIR, FILTERS_FILE, export_run, read_filters
 from scenarios.schema import RANK_BY
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from sandbox import RunStore
-from sandbox.export import Exporter, read_filters, world_exporters
+from sandbox.export import read_filters, world_exporters
+from sandbox.store import RunStore
+from sandbox.world_export import Exporter
 from socialign.commands.export import filters_summary
 
 EXAMPLES = 3  # chosen/rejected pairs shown

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sandbox.report import REPORT_FILE, write_report
 from socialign.arguments import output_dir, output_file
+from socialign.report import REPORT_FILE, write_report
 
 
 def register(subparsers) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sandbox import Simulation, plan_worlds
+from sandbox.simulation import Simulation, plan_worlds
 from scenarios import load_scenario
 from scenarios.schema import MAX_REPLICAS, MAX_ROUNDS
 from socialign.arguments import at_least, output_dir, seed

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scenarios.schema import Question
+from scenarios.schema import QUESTION_FIELD, Question
 
 # ---------------------------------------------------------------------------------------------
 # The decline detector
@@ -186,10 +186,16 @@ class ReferenceSimilarity:
 # Judges combined with weights
 # ---------------------------------------------------------------------------------------------
 
-JUDGES = ("decline", "reference")
-NEEDS = {"decline": "expected", "reference": "reference"}  # the question field (dataset column) each judge reads
+JUDGES = tuple(QUESTION_FIELD)  # each reads its question field (a dataset column for TRL)
 DEFAULT_WEIGHTS = {"decline": 1.0, "reference": 0.5}
 TRL_KWARGS = {"completion_ids", "trainer_state", "environments"}  # what GRPOTrainer passes besides dataset columns
+
+
+def mix(scores: dict[str, float | None], weights: dict[str, float]) -> float | None:
+    """The weighted mean of the judges that scored (None if none with a weight did)."""
+    present = {name: s for name, s in scores.items() if s is not None and weights.get(name, 0) > 0}
+    total = sum(weights[name] for name in present)
+    return sum(weights[name] * s for name, s in present.items()) / total if total else None
 
 
 class MissingField(ValueError):
@@ -257,10 +263,7 @@ class VerifiableJudges:
             appropriate = None if want is None else verdict.declined == (want == "decline")
             scores = {"decline": None if appropriate is None else float(appropriate), "reference": cosine}
             scores = {name: scores[name] for name in self.weights}
-            present = {name: s for name, s in scores.items() if s is not None and self.weights[name] > 0}
-            weight = sum(self.weights[name] for name in present)
-            total = sum(self.weights[name] * s for name, s in present.items()) / weight if weight else None
-            judgements.append(Judgement(scores, total, appropriate, verdict))
+            judgements.append(Judgement(scores, mix(scores, self.weights), appropriate, verdict))
         return judgements
 
     def judge_questions(self, questions: Sequence[Question], answers: Sequence[str]) -> list[Judgement]:
@@ -268,7 +271,7 @@ class VerifiableJudges:
 
     def require(self, questions: Sequence[Question]) -> None:
         """Raise `MissingField` naming the questions that lack a field a weighted judge needs."""
-        for name, needed in NEEDS.items():
+        for name, needed in QUESTION_FIELD.items():
             if name not in self.weights:
                 continue
             lacking = [q.id for q in questions if getattr(q, needed) is None]
@@ -307,9 +310,9 @@ def reward_function(judges: VerifiableJudges, judge: str = "total") -> Callable[
     def reward(prompts, completions, expected=None, reference=None, log_metric=None, log_extra=None, **kwargs):
         columns = {"expected": expected, "reference": reference}
         for name in judges.weights:
-            if columns[NEEDS[name]] is None:
+            if columns[QUESTION_FIELD[name]] is None:
                 raise MissingField(
-                    f"the '{name}' reward needs a `{NEEDS[name]}` column in the training dataset "
+                    f"the '{name}' reward needs a `{QUESTION_FIELD[name]}` column in the training dataset "
                     f"(its columns: {', '.join(sorted(set(kwargs) - TRL_KWARGS)) or 'prompt only'})"
                 )
         none = [None] * len(completions)

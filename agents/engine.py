@@ -95,15 +95,16 @@ Op = Generate | Score | NextToken | Embed
 Producer = Generator[list[Op], list[Any], R]
 
 
-def _call(backend: Backend, ops: list[Op]) -> list[Any]:
-    """One backend call for ops that share a group (same backend, kind and shared arguments)."""
+def _call(backend: Backend, ops: list[Op], progress=None) -> list[Any]:
+    """One backend call for ops that share a group (same backend, kind and shared arguments);
+    ``progress``, a bar the hf backend advances once per decoding step of a generate call."""
     first = ops[0]
     if isinstance(first, Embed):
         vectors = backend.encode([text for op in ops for text in op.texts])
         bounds = list(accumulate((len(op.texts) for op in ops), initial=0))
         return [vectors[start:end] for start, end in pairwise(bounds)]
     if isinstance(first, Generate):
-        return backend.generate([op.request for op in ops])
+        return backend.generate([op.request for op in ops], **({"progress": progress} if progress is not None else {}))
     if isinstance(first, Score):
         return backend.score([list(op.messages) for op in ops], [op.continuation for op in ops],
                              [op.prefix for op in ops], end_of_turn=first.end_of_turn)
@@ -167,6 +168,7 @@ class Scheduler:
 
     stats: dict[tuple[str, str], CallStats] = field(default_factory=lambda: defaultdict(CallStats))
     steps: int = 0
+    progress: Any = None  # a progress bar that generate calls advance per decoding step (hf backend)
 
     def run(self, producers: Sequence[Producer[Any]], after_step: Callable[[], None] | None = None) -> list[Any]:
         """Advance every producer until it returns; their return values, in order."""
@@ -190,7 +192,7 @@ class Scheduler:
         for positions in groups.values():
             batch = [ops[p] for p in positions]
             started = time.perf_counter()
-            results = _call(batch[0].backend, batch)
+            results = _call(batch[0].backend, batch, self.progress)
             self._count(batch, results, time.perf_counter() - started)
             for position, result in zip(positions, results, strict=True):
                 answers[position] = result
@@ -216,6 +218,15 @@ class Scheduler:
         for (phase, model), entry in sorted(self.stats.items()):
             table[phase][model] = entry.as_dict()
         return dict(table)
+
+
+def sampled(backend: Backend, requests: Sequence[GenerationRequest], progress=None) -> list[list[Completion]]:
+    """Every request's completions, through the scheduler in one batched call: how code outside a
+    simulation (the trainers' sampling, evaluation) asks a model, as a simulation does."""
+    def producer() -> Producer[list[list[Completion]]]:
+        return (yield [Generate(backend, request) for request in requests])
+
+    return Scheduler(progress=progress).run([producer()])[0]
 
 
 def immediate(value: R) -> Producer[R]:

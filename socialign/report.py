@@ -4,26 +4,18 @@ What a reader wants from a run at a glance: who scored well where on the graph, 
 moved per group and round, whether revision helped, the clearest and the closest preference
 pairs with the peers' reasons, self-play win rates and search trees when the run has them,
 and training curves and evaluation tables when given. Pairs and scores come from
-``sandbox.export.Exporter``, so the report shows exactly what export writes.
+``sandbox.world_export.Exporter``, so the report shows exactly what export writes.
 
 Model text is data: every string from records, training or evaluation files passes through
 ``html.escape``, and the page carries no script at all, so nothing in an answer can run.
 
-Optional record files (written by other protocols) are read where they exist, in the run
-directory or a world's directory, with these shapes:
-
-- ``selfplay.jsonl``: one row per self-play group: ``agent``, ``question``, ``samples`` (texts),
-  ``win_rates`` (in-group, None where unreadable), optional ``group`` and ``position_bias``
-  (judge name -> {``first_slot_rate``, ...}).
-- ``trees.jsonl``: one row per search tree with ``nodes``, or one row per node with ``tree``;
-  a node has ``id``, ``parent`` (None at the root), ``visits``, ``value`` and ``text`` (its
-  step); a tree row may carry ``question``.
+Each protocol adds its own section (``Protocol.report``, sandbox.protocol): self-play's win
+rates, the search trees, a registered protocol's own.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import re
 import statistics
@@ -32,28 +24,31 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
 from agents.files import write_atomic
+from judges.intervals import shown
 from sandbox import report_figures as figures
 from sandbox.backscatter import RatingRecord
 from sandbox.errors import RunError
-from sandbox.export import Exporter, world_exporters
+from sandbox.export import world_exporters
+from sandbox.protocols import all_protocols
+from sandbox.report_html import (
+    EXAMPLES,
+    Report,
+    absent,
+    esc,
+    fmt,
+    read_rows,
+    table,
+    text_block,
+)
 from sandbox.run_info import RunInfo
 from sandbox.store import MANIFEST, RunStore
 from sandbox.world import World
+from sandbox.world_export import Exporter
 from scenarios import LoadedScenario, Scenario, ScenarioError
 
 REPORT_FILE = "report.html"
-SELFPLAY_FILE = "selfplay.jsonl"
-TREES_FILE = "trees.jsonl"
-EXAMPLES = 3  # pairs shown at each end, self-play groups, trees
 MAX_WORLDS = 8  # worlds drawn in full; a run of many replicas lists the rest
-NOT_IN_RUN = "not in this run"
-
-
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 # -- reading the run -----------------------------------------------------------------------
@@ -98,31 +93,6 @@ def rebuild_world(scenario: Scenario, scenario_path: Path, seed: int) -> tuple[W
         return World(loaded, seed), None
     except ScenarioError as error:
         return None, str(error)
-
-
-def read_rows(path: Path) -> list[dict]:
-    """JSONL rows; a torn last line (a writer still running or killed) is left out."""
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise RunError(f"{path}:{number}: not a JSON object") from None
-        if not isinstance(row, dict):
-            raise RunError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
-
-
-def optional_rows(root: Path, name: str) -> list[dict] | None:
-    """Rows of a record file in the run directory or any world's directory; None if there is none."""
-    paths = [p for p in (root / name, *sorted(root.glob(f"worlds/*/{name}"))) if p.is_file()]
-    if not paths:
-        return None
-    return [row for path in paths for row in read_rows(path)]
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -192,84 +162,6 @@ def revision_stats(exporter: Exporter) -> dict[str, RevisionStats]:
     return dict(sorted(stats.items()))
 
 
-# -- HTML pieces -------------------------------------------------------------------------
-
-STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto;
-       max-width: 1200px; padding: 1.5rem; color: #222; background: #fff; line-height: 1.4; }
-h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2rem; margin-top: 2rem; }
-nav a { margin-right: 0.8rem; } .muted { color: #666; }
-table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.9rem; }
-th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; height: auto; display: block; margin: 0.6rem 0; }
-.pair { border: 1px solid #ddd; border-radius: 6px; padding: 0.6rem 0.9rem; margin: 0.8rem 0; }
-.sides { display: grid; grid-template-columns: 1fr 1fr; gap: 0.9rem; }
-.text { white-space: pre-wrap; word-break: break-word; background: #f8f8f8; padding: 0.45rem;
-        border-radius: 4px; font-size: 0.9rem; }
-.chosen { border-left: 4px solid #2ca02c; padding-left: 0.5rem; }
-.rejected { border-left: 4px solid #d62728; padding-left: 0.5rem; }
-ul.reasons { margin: 0.3rem 0; padding-left: 1.2rem; font-size: 0.85rem; }
-.absent { color: #888; font-style: italic; }
-"""
-
-
-def table(headers: Sequence[object] | None, rows: Iterable[Sequence[object]]) -> str:
-    """An HTML table (no header row without ``headers``); every cell escaped, numbers right-aligned."""
-    head = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>" if headers else ""
-    body = "".join(
-        "<tr>" + "".join(
-            f'<td class="num">{_number(c)}</td>' if isinstance(c, int | float) and not isinstance(c, bool)
-            else f"<td>{esc('-' if c is None else c)}</td>"
-            for c in row
-        ) + "</tr>"
-        for row in rows
-    )
-    return f"<table>{head}{body}</table>"
-
-
-def _number(value: float) -> str:
-    return esc(f"{value:,}" if isinstance(value, int) else f"{value:.3f}")
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def absent(what: str = NOT_IN_RUN) -> str:
-    return f'<p class="absent">{esc(what)}</p>'
-
-
-def text_block(text: str) -> str:
-    return f'<div class="text">{esc(text)}</div>'
-
-
-@dataclass
-class Report:
-    """The page's sections and its figures (kept as Figures so --png writes the same ones)."""
-
-    title: str
-    sections: list[tuple[str, str, str]] = field(default_factory=list)  # (anchor, heading, body HTML)
-    figures: dict[str, Figure] = field(default_factory=dict)
-
-    def add(self, anchor: str, heading: str, body: str) -> None:
-        self.sections.append((anchor, heading, body))
-
-    def figure(self, name: str, figure: Figure, alt: str) -> str:
-        """Keep ``figure`` under ``name`` and return its inline <img>."""
-        self.figures[name] = figure
-        return f'<img alt="{esc(alt)}" src="{figures.data_uri(figure)}">'
-
-    def html(self) -> str:
-        nav = " ".join(f'<a href="#{esc(a)}">{esc(h)}</a>' for a, h, _ in self.sections)
-        body = "\n".join(f'<section id="{esc(a)}"><h2>{esc(h)}</h2>\n{b}\n</section>' for a, h, b in self.sections)
-        return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{esc(self.title)}</title><style>{STYLE}</style></head>\n"
-            f"<body><h1>{esc(self.title)}</h1><nav>{nav}</nav>\n{body}\n</body></html>\n"
-        )
-
-
 # -- sections ------------------------------------------------------------------------------
 
 
@@ -312,7 +204,7 @@ def world_sections(report: Report, view: WorldView, prefix: str, heading: str) -
             "the graph coloured by agents' mean observer score",
         )
         graph_body += table(["agent", "group", "degree", f"mean {dimension}"],
-                            [(a.id, a.group, view.world.graph.degree(a.node), _fmt(means.get(a.id)))
+                            [(a.id, a.group, view.world.graph.degree(a.node), fmt(means.get(a.id)))
                              for a in sorted(agents, key=lambda a: (-means.get(a.id, float("-inf")), a.id))[:20]])
     report.add(f"{prefix}graph", f"{heading}Graph: agents by mean observer {dimension}", graph_body)
 
@@ -323,8 +215,8 @@ def world_sections(report: Report, view: WorldView, prefix: str, heading: str) -
     report.add(f"{prefix}trajectories", f"{heading}Ratings per group and round", body)
 
     stats = revision_stats(exporter)
-    rows = [(g, _fmt(_mean(s.draft)), _fmt(_mean(s.final)), len(s.revised),
-             sum(f > d for d, f in s.revised), _fmt(_mean(f - d for d, f in s.revised), 3))
+    rows = [(g, fmt(_mean(s.draft)), fmt(_mean(s.final)), len(s.revised),
+             sum(f > d for d, f in s.revised), fmt(_mean(f - d for d, f in s.revised), 3))
             for g, s in stats.items()]
     if stats:
         body = report.figure(
@@ -342,7 +234,7 @@ def world_sections(report: Report, view: WorldView, prefix: str, heading: str) -
 
 def pairs_body(exporter: Exporter) -> str:
     """The clearest pairs (largest score gap) and the closest calls, with every peer's reason."""
-    pairs = sorted(exporter.pairs(), key=lambda p: (p["score_rejected"] - p["score_chosen"], p["meta"]["chosen"]["id"]))
+    pairs = sorted(exporter.pairs(), key=lambda p: (p["score_rejected"] - p["score_chosen"], _answer_id(p["meta"]["chosen"])))
     if not pairs:
         return absent(f"no pairs at margin {exporter.margin}")
     sources = defaultdict(int)
@@ -360,17 +252,23 @@ def pairs_body(exporter: Exporter) -> str:
     return "\n".join(parts)
 
 
+def _answer_id(meta: Mapping) -> str:
+    """A pair side's answer: a recorded answer's id, or a self-play group's record and sample."""
+    return meta["id"] if "id" in meta else f"{meta['record']}#{meta['sample']}"
+
+
 def _pair_card(pair: dict, reasons: Mapping[str, list[RatingRecord]]) -> str:
     def side(kind: str) -> str:
         meta = pair["meta"][kind]
         items = "".join(
             f"<li><b>{esc(r.rater)}</b> "
-            f"{esc(_fmt(r.rating, 1) if r.ok else 'unparsed')}: {esc(r.reason)}</li>"
-            for r in reasons.get(meta["id"], [])
+            f"{esc(fmt(r.rating, 1) if r.ok else 'unparsed')}: {esc(r.reason)}</li>"
+            for r in reasons.get(_answer_id(meta), [])
         )
-        return (f'<div class="{kind}"><b>{kind}</b> {esc(_fmt(pair[f"score_{kind}"]))} '
+        which = f'version {meta["version"]}' if "version" in meta else f'sample {meta["sample"]}'
+        return (f'<div class="{kind}"><b>{kind}</b> {esc(fmt(pair[f"score_{kind}"]))} '
                 f'<span class="muted">{esc(meta["agent"])}, round {esc(meta["round"] + 1)}, '
-                f'version {esc(meta["version"])}</span>'
+                f'{esc(which)}</span>'
                 f'{text_block(pair[kind][0]["content"])}'
                 f'<div class="muted">peer reasons</div><ul class="reasons">{items or "<li>none</li>"}</ul></div>')
 
@@ -378,103 +276,6 @@ def _pair_card(pair: dict, reasons: Mapping[str, list[RatingRecord]]) -> str:
     return (f'<div class="pair"><div><b>{esc(pair["prompt"][-1]["content"])}</b> '
             f'<span class="muted">({esc(pair["source"])}, gap {gap:.2f})</span></div>'
             f'<div class="sides">{side("chosen")}{side("rejected")}</div></div>')
-
-
-def selfplay_section(report: Report, rows: list[dict] | None) -> None:
-    if rows is None:
-        report.add("selfplay", "Self-play win rates", absent())
-        return
-    groups = [r for r in rows if isinstance(r.get("win_rates"), list) and isinstance(r.get("samples"), list)]
-    if not groups:
-        report.add("selfplay", "Self-play win rates", absent(f"{SELFPLAY_FILE} has no rows with win rates"))
-        return
-    key = "group" if len({r.get("agent") for r in groups}) > 30 and all("group" in r for r in groups) else "agent"
-    by_player = defaultdict(list)
-    for row in groups:
-        by_player[str(row.get(key))].extend(w for w in row["win_rates"] if isinstance(w, int | float))
-    body = report.figure("selfplay", figures.win_rate_figure(dict(sorted(by_player.items()))),
-                         "self-play win rates per agent")
-    samples = sum(len(r["samples"]) for r in groups)
-    body += f"<p>{len(groups)} self-play groups, {samples} samples.</p>"
-    biases = defaultdict(list)
-    for row in groups:
-        for judge, bias in (row.get("position_bias") or {}).items():
-            if isinstance(bias, dict) and isinstance(bias.get("first_slot_rate"), int | float):
-                biases[judge].append(bias["first_slot_rate"])
-    if biases:
-        body += "<h3>Judges' position bias</h3>" + table(
-            ["judge", "mean first-slot rate (0.5 = none)", "groups"],
-            [(j, statistics.fmean(v), len(v)) for j, v in sorted(biases.items())])
-    body += "<h3>Widest spreads: best and worst sample</h3>"
-    for row in sorted(groups, key=_spread, reverse=True)[:EXAMPLES]:
-        rated = [(w, s) for w, s in zip(row["win_rates"], row["samples"]) if isinstance(w, int | float)]
-        if not rated:
-            continue
-        (best_rate, best), (worst_rate, worst) = max(rated, key=lambda x: x[0]), min(rated, key=lambda x: x[0])
-        body += (f'<div class="pair"><div><b>{esc(row.get("question", ""))}</b> '
-                 f'<span class="muted">{esc(row.get("agent", ""))}</span></div><div class="sides">'
-                 f'<div class="chosen"><b>best</b> win rate {best_rate:.2f}{text_block(best)}</div>'
-                 f'<div class="rejected"><b>worst</b> win rate {worst_rate:.2f}{text_block(worst)}</div>'
-                 "</div></div>")
-    report.add("selfplay", "Self-play win rates", body)
-
-
-def _spread(row: dict) -> float:
-    rates = [w for w in row["win_rates"] if isinstance(w, int | float)]
-    return max(rates) - min(rates) if rates else -1.0
-
-
-def tree_nodes(rows: list[dict]) -> dict[str, tuple[dict, list[dict]]]:
-    """tree name -> (tree row, its nodes), from either shape of trees.jsonl (see module doc)."""
-    trees: dict[str, tuple[dict, list[dict]]] = {}
-    for index, row in enumerate(rows):
-        if isinstance(row.get("nodes"), list):
-            name = str(row.get("tree", row.get("id", f"tree {index + 1}")))
-            trees[name] = (row, [n for n in row["nodes"] if isinstance(n, dict) and "id" in n])
-        elif "tree" in row and "id" in row:
-            trees.setdefault(str(row["tree"]), ({}, []))[1].append(row)
-    return {name: tree for name, tree in trees.items() if tree[1]}
-
-
-def principal_variation(nodes: list[dict]) -> list[dict]:
-    """The most-visited path from the root: what the search settled on."""
-    children = defaultdict(list)
-    ids = {n["id"] for n in nodes}
-    for node in nodes:
-        children[node.get("parent") if node.get("parent") in ids else None].append(node)
-    path, seen = [], set()
-    current = children[None]
-    while current:
-        node = max(current, key=lambda n: (n.get("visits") or 0, str(n["id"])))
-        if node["id"] in seen:
-            break
-        seen.add(node["id"])
-        path.append(node)
-        current = children.get(node["id"], [])
-    return path
-
-
-def trees_section(report: Report, rows: list[dict] | None) -> None:
-    if rows is None:
-        report.add("trees", "Search trees", absent())
-        return
-    trees = tree_nodes(rows)
-    if not trees:
-        report.add("trees", "Search trees", absent(f"{TREES_FILE} has no nodes"))
-        return
-    largest = sorted(trees.items(), key=lambda t: (-len(t[1][1]), t[0]))[:EXAMPLES]
-    body = (f"<p>{len(trees)} trees, {sum(len(n) for _, n in trees.values()):,} nodes; "
-            f"the {len(largest)} largest:</p>")
-    body += report.figure("trees", figures.trees_figure({name: nodes for name, (_, nodes) in largest}),
-                          "search trees: node size by visits, colour by value")
-    for name, (row, nodes) in largest:
-        body += f"<h3>{esc(name)}: most-visited path</h3>"
-        if row.get("question"):
-            body += f"<p><b>{esc(row['question'])}</b></p>"
-        body += table(["depth", "visits", "value", "step"],
-                      [(depth, n.get("visits"), n.get("value"), n.get("text", ""))
-                       for depth, n in enumerate(principal_variation(nodes))])
-    report.add("trees", "Search trees", body)
 
 
 def training_section(report: Report, train_dirs: Sequence[Path]) -> None:
@@ -509,14 +310,9 @@ def _json_file(path: Path) -> dict:
 
 
 def interval(stats: Mapping) -> str:
-    """A {mean, ci95 | low, high, n} statistic as one cell."""
-    if not isinstance(stats.get("mean"), int | float):
-        return "-"
-    if isinstance(stats.get("low"), int | float) and isinstance(stats.get("high"), int | float):
-        spread = f" [{stats['low']:.3f}, {stats['high']:.3f}]"
-    else:
-        spread = f" ± {stats.get('ci95') or 0:.3f}"
-    return f"{stats['mean']:.3f}{spread} (n={stats.get('n', '?')})"
+    """A {mean, low, high, n} statistic (judges.intervals) as one cell; fields that are not numbers are left out."""
+    numbers = {key: stats[key] for key in ("mean", "low", "high") if isinstance(stats.get(key), int | float)}
+    return f"{shown(numbers, 3)} (n={stats.get('n', '?')})" if "mean" in numbers else "-"
 
 
 def flatten(data: Mapping, prefix: str = "") -> dict[str, str]:
@@ -597,8 +393,9 @@ def build_report(run_dir: str | Path, train_dirs: Sequence[str | Path] = (),
         report.add("more-worlds", "Other worlds",
                    f"<p>{len(views) - MAX_WORLDS} more worlds not drawn: "
                    + esc(", ".join(v.name for v in views[MAX_WORLDS:])) + "</p>")
-    selfplay_section(report, optional_rows(store.root, SELFPLAY_FILE))
-    trees_section(report, optional_rows(store.root, TREES_FILE))
+    for protocol in all_protocols():
+        if protocol.report is not None:
+            protocol.report(report, store.root)
     training_section(report, [Path(d) for d in train_dirs])
     eval_section(report, Path(eval_path) if eval_path is not None else None)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

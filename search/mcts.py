@@ -8,7 +8,7 @@ root moves to its most-visited child (commit); the reply is done when a committe
 (EOS) or a budget runs out. Siblings along the committed path become step-level preference
 pairs for conservative DPO.
 
-The search is a producer (sandbox.engine): it yields the ``Generate`` ops it needs and receives
+The search is a producer (agents.engine): it yields the ``Generate`` ops it needs and receives
 their results, so under the ``Scheduler`` the frontier nodes of every tree (their expansions and
 their rollouts alike) go to the backend in one batched call per step. Trees are pydantic models
 (validated when read back from a run), and every sample is seeded by (run seed, tree, node), so
@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.backends.base import Backend, Completion, GenerationRequest, Message
+from agents.engine import Generate, Producer
 from agents.seeding import derive_seed
-from sandbox.engine import Generate, Producer
 
 # -- steps ----------------------------------------------------------------------------------
 
@@ -283,48 +283,6 @@ class Evaluator(Protocol):
         """A producer returning one value per node (in [0, 1], higher is better)."""
 
 
-def rollout_ops(tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend, rollouts: int,
-                temperature: float) -> list[Generate]:
-    """Complete each node's reply ``rollouts`` times from its prefix (seeded by tree and node)."""
-    return [
-        Generate(backend, GenerationRequest(
-            messages=tree.messages,
-            prefix=tree.prefix(node.id),
-            n=rollouts,
-            temperature=temperature,
-            top_p=settings.top_p,
-            max_new_tokens=max(1, settings.max_tokens - tree.tokens(node.id)),
-            seed=derive_seed(settings.seed, tree.id, node.id, "rollout"),
-        ), phase=ROLLOUT)
-        for node in nodes
-    ]
-
-
-def completed_replies(tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend, rollouts: int,
-                      temperature: float) -> Producer[list[list[str]]]:
-    """Per node, its whole replies: a terminal node's as it stands, any other's completed by rollouts."""
-    open_nodes = [node for node in nodes if not node.terminal]
-    ops = rollout_ops(tree, open_nodes, settings, backend, rollouts, temperature)
-    done = (yield ops) if ops else []
-    endings = {node.id: [c.text for c in completions] for node, completions in zip(open_nodes, done)}
-    return [[tree.prefix(node.id) + ending for ending in endings.get(node.id, [""])] for node in nodes]
-
-
-@dataclass(frozen=True)
-class OutcomeEvaluator:
-    """Value from an outcome verifier (a scenario with exact answers): a terminal node's reply is
-    verified as it stands; any other node's reply is completed ``rollouts`` times from its prefix
-    (greedy by default) and the value is the mean verified score of the completed replies."""
-
-    verify: Callable[[str], float]
-    rollouts: int = 1
-    temperature: float = 0.0
-
-    def evaluate(self, tree: Tree, nodes: list[Node], settings: SearchSettings, backend: Backend) -> Producer[list[float]]:
-        replies = yield from completed_replies(tree, nodes, settings, backend, self.rollouts, self.temperature)
-        return [sum(self.verify(reply) for reply in texts) / len(texts) for texts in replies]
-
-
 # -- the search as a producer ---------------------------------------------------------------
 
 
@@ -360,65 +318,3 @@ def search(tree: Tree, settings: SearchSettings, backend: Backend, evaluator: Ev
     while not tree.done:
         yield from search_step(tree, settings, backend, evaluator)
     return tree
-
-
-# -- step-level preference pairs ------------------------------------------------------------
-
-
-def label_smoothing(n_chosen: int, n_rejected: int, cap: float = 0.5) -> float:
-    """Conservative-DPO smoothing from visit counts: a = min(cap, n_rej / (n_chosen + n_rej)).
-
-    A chosen step the search visited far more than the rejected one is a confident preference
-    (a near 0); equal visits are as unsure as the cap allows.
-    """
-    return min(cap, n_rejected / (n_chosen + n_rejected))
-
-
-@dataclass(frozen=True)
-class StepPair:
-    prefix: str  # the reply so far, shared by both steps
-    chosen: Node
-    rejected: Node
-    label_smoothing: float
-
-
-def step_pairs(tree: Tree) -> list[StepPair]:
-    """At every committed step, the sibling with the highest Q (more visits on a tie) against each
-    sibling with a lower Q. Steps are single steps without EOS (text only); blank steps skipped."""
-    pairs = []
-    committed = tree.path(tree.root)
-    for parent in committed[:-1]:
-        siblings = [tree.nodes[i] for i in parent.children if tree.nodes[i].step.strip()]
-        if len(siblings) < 2:
-            continue
-        best = max(siblings, key=lambda node: (node.q, node.n))
-        prefix = tree.prefix(parent.id)
-        for other in siblings:
-            if other.q < best.q:
-                pairs.append(StepPair(prefix, best, other, label_smoothing(best.n, other.n)))
-    return pairs
-
-
-def steps_rows(tree: Tree, meta: dict | None = None) -> list[dict]:
-    """``steps.jsonl`` rows of a tree: {prompt, prefix, chosen, rejected, q_*, n_*, meta}."""
-    return [
-        {
-            "prompt": tree.messages,
-            "prefix": pair.prefix,
-            "chosen": pair.chosen.step,
-            "rejected": pair.rejected.step,
-            "q_chosen": pair.chosen.q,
-            "q_rejected": pair.rejected.q,
-            "n_chosen": pair.chosen.n,
-            "n_rejected": pair.rejected.n,
-            "meta": {
-                **(meta or {}),
-                "tree": tree.id,
-                "depth": pair.chosen.depth,
-                "chosen_id": pair.chosen.id,
-                "rejected_id": pair.rejected.id,
-                "label_smoothing": pair.label_smoothing,
-            },
-        }
-        for pair in step_pairs(tree)
-    ]

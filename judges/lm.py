@@ -1,6 +1,6 @@
 """Judging in one place: ratings, the observer panel, and pairwise comparison, as producers.
 
-Every judgment is a producer (sandbox.engine), so a judge's requests share batched calls with
+Every judgment is a producer (agents.engine), so a judge's requests share batched calls with
 everything else in flight: peers of several worlds, observers, an evaluation's two models.
 
 - Ratings: G-Eval (the expected rating under the next-token distribution over the scale's
@@ -9,19 +9,17 @@ everything else in flight: peers of several worlds, observers, an evaluation's t
   (SANDBOX stored a fake "8").
 - The observer panel: memory-less judges scoring answers on the scenario's dimensions, used
   by the simulation and by evaluation, so both read scores the same way.
-- Verifiable judges (sandbox.verifiers): decline-appropriateness against a question's
+- Verifiable judges (judges.verifiable): decline-appropriateness against a question's
   ``expected`` and cosine to its ``reference``; their embeddings are one ``Embed`` op, so
   every world's answers of a phase share one encoder pass.
 - Pairwise: the judge sees both orders; averaging them removes its position bias, which is
-  reported (the rate at which it prefers whatever sits in slot 1).
+  reported (the rate at which it prefers whatever sits in slot 1; the maths in judges.preference).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,11 +27,13 @@ import numpy as np
 
 from agents import prompts
 from agents.backends import Backend, GenerationRequest, Message, expected_rating
+from agents.engine import Embed, Generate, NextToken, Producer, first_completion, gather
 from agents.grouping import positions_by
 from agents.seeding import derive_seed
-from sandbox.engine import Embed, Generate, NextToken, Producer, first_completion, gather
-from sandbox.verifiers import JUDGES, NEEDS, Judgement, VerifiableJudges
+from judges.preference import DEFAULT_CRITERION, Preference, first_preferred
+from judges.verifiable import JUDGES, Judgement, VerifiableJudges
 from scenarios import ObserversConfig, Question
+from scenarios.schema import QUESTION_FIELD
 
 # -- ratings ----------------------------------------------------------------------------------
 
@@ -214,14 +214,13 @@ class _Embedded:
         self.vectors = vectors
 
     def encode(self, texts: list[str]):
-        import numpy as np
 
         return np.stack([self.vectors[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
 
 
 def available_judges(questions: Sequence[Question]) -> list[str]:
     """The verifiable judges these questions can feed (a judge needs its field on some question)."""
-    return [name for name in JUDGES if any(getattr(q, NEEDS[name]) is not None for q in questions)]
+    return [name for name in JUDGES if any(getattr(q, QUESTION_FIELD[name]) is not None for q in questions)]
 
 
 def verify(questions: Sequence[Question], answers: Sequence[str], encoder) -> Producer[list[Judgement]]:
@@ -243,93 +242,24 @@ def verify(questions: Sequence[Question], answers: Sequence[str], encoder) -> Pr
 # -- pairwise ---------------------------------------------------------------------------------
 
 
-def debias(p_first_forward, p_first_backward) -> tuple[np.ndarray, np.ndarray]:
-    """P(A beats B) with the judge's position bias removed, and the judge's first-slot rate.
-
-        forward  f = P(judge picks slot 1 | A in slot 1, B in slot 2)
-        backward b = P(judge picks slot 1 | B in slot 1, A in slot 2)
-        P(A beats B)    = (f + (1 - b)) / 2
-        first-slot rate = (f + b) / 2            (1/2: no position bias, 1: always slot 1)
-
-    If the judge adds a bias d to slot 1 (f = p + d, b = 1 - p + d) this returns exactly p and
-    1/2 + d. A judge that always picks slot 1 gives P(A beats B) = 1/2: it carries no signal.
-    Unreadable reads (NaN) give NaN. Scalars or arrays.
-    """
-    f = np.asarray(p_first_forward, dtype=float)
-    b = np.asarray(p_first_backward, dtype=float)
-    return (f + 1.0 - b) / 2, (f + b) / 2
-
-
-@dataclass(frozen=True)
-class Preference:
-    """A judge's reading of A vs B in both orders: P(slot 1 is better) with A first, then B first."""
-
-    p_first_forward: float
-    p_first_backward: float
-
-    @property
-    def p_a_better(self) -> float:
-        """Averaged over both orders, which cancels the judge's preference for a slot."""
-        return float(debias(self.p_first_forward, self.p_first_backward)[0])
-
-    @property
-    def first_slot(self) -> float:
-        """How much the judge favours slot 1 whatever is in it (0.5: no position bias)."""
-        return float(debias(self.p_first_forward, self.p_first_backward)[1])
-
-
-def first_preferred(distribution: dict[str, float]) -> float | None:
-    """P(the judge answers "1") renormalised over {"1", "2"}; None if neither has mass."""
-    one, two = (math.exp(distribution.get(c, -math.inf)) for c in ("1", "2"))
-    return one / (one + two) if one + two > 0 else None
-
-
 @dataclass(frozen=True)
 class PairwiseJudge:
     backend: Backend
-    criterion: str = "more helpful, honest and harmless"
+    criterion: str = DEFAULT_CRITERION
     persona: str = prompts.OBSERVER_PERSONA
+
+    def reads(self, items: Sequence[tuple[str, str, str]]) -> Producer[list[float | None]]:
+        """For each (question, first, second) as given: P(the judge picks slot 1), one step."""
+        distributions = yield [
+            NextToken(self.backend, tuple(prompts.pairwise_messages(q, a, b, self.criterion, self.persona)), ("1", "2"))
+            for q, a, b in items
+        ]
+        return [first_preferred(d) for d in distributions]
 
     def compare(self, items: Sequence[tuple[str, str, str]]) -> Producer[list[Preference | None]]:
         """For each (question, A, B): the judge's preference read in both orders, one step."""
-        def ask(question: str, first: str, second: str) -> NextToken:
-            messages = prompts.pairwise_messages(question, first, second, self.criterion, self.persona)
-            return NextToken(self.backend, tuple(messages), ("1", "2"))
-
-        ops = [ask(q, a, b) for q, a, b in items] + [ask(q, b, a) for q, a, b in items]
-        distributions = yield ops
-        probabilities = [first_preferred(d) for d in distributions]
+        probabilities = yield from self.reads([*items, *((q, b, a) for q, a, b in items)])
         forward, backward = probabilities[: len(items)], probabilities[len(items) :]
         return [
             Preference(f, b) if f is not None and b is not None else None for f, b in zip(forward, backward)
         ]
-
-
-def mean_with_ci(values: list[float]) -> dict:
-    """Mean and a normal-approximation 95% confidence half-width."""
-    if not values:
-        return {"mean": None, "ci95": None, "n": 0}
-    mean = statistics.fmean(values)
-    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return {"mean": round(mean, 4), "ci95": round(half, 4), "n": len(values)}
-
-
-def outcome(preference: Preference, tie_margin: float) -> str:
-    """A's win, tie or loss: a tie when |P(A better) - 0.5| is under the margin."""
-    p = preference.p_a_better
-    return "tie" if abs(p - 0.5) < tie_margin else ("win" if p > 0.5 else "loss")
-
-
-def pairwise_summary(preferences: Sequence[Preference | None], tie_margin: float) -> dict:
-    """A's win/tie/loss rates, P(A better) with a CI, and the judge's first-slot rate."""
-    read = [p for p in preferences if p is not None]
-    counts = {"win": 0, "tie": 0, "loss": 0}
-    for preference in read:
-        counts[outcome(preference, tie_margin)] += 1
-    total = len(read)
-    return {
-        "n": total,
-        **{f"{k}_rate": round(v / total, 4) if total else None for k, v in counts.items()},
-        "p_a_better": mean_with_ci([p.p_a_better for p in read]),
-        "judge_first_slot_rate": round(statistics.fmean(p.first_slot for p in read), 4) if read else None,
-    }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 
 # Normal and Student t quantiles; scipy.special, since scipy.stats costs seconds to import.
 from scipy.special import ndtri, stdtrit
@@ -86,3 +87,14 @@ def mean_t(values: list[float]) -> dict:
         return _interval(mean, None, None, 1)
     half = float(stdtrit(n - 1, 0.5 + LEVEL / 2)) * statistics.stdev(values) / math.sqrt(n)
     return _interval(mean, mean - half, mean + half, n)
+
+
+def shown(stats: Mapping | None, digits: int = 2, signed: bool = False, percent: bool = False) -> str:
+    """An interval as text: "mean [low, high]", the mean alone without bounds, "-" without a mean."""
+    if not stats or stats.get("mean") is None:
+        return "-"
+    scale, unit, spec = (100, "%", f"{'+' if signed else ''}.0f") if percent else (1, "", f"{'+' if signed else ''}.{digits}f")
+    text = f"{stats['mean'] * scale:{spec}}{unit}"
+    if stats.get("low") is not None and stats.get("high") is not None:
+        text += f" [{stats['low'] * scale:{spec}}, {stats['high'] * scale:{spec}}]"
+    return text

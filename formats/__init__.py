@@ -1,0 +1,1 @@
+"""What crosses from simulation to training: a pydantic type per export row (formats.rows)."""

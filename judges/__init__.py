@@ -1,0 +1,1 @@
+"""What is good: verifiable judges, LM judges (ratings, observers, pairwise) and the preference maths."""
