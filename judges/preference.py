@@ -3,6 +3,9 @@ mean, shared by the simulation's self-play, SPO's reward and evaluation.
 
     debias          P(A beats B) from a judge read in both orders, and its first-slot rate
     position_bias   how much a judge favours slot 1, over many comparisons
+    group_pairs, both_orders, vote
+                    the in-group comparison: every pair of a group's samples, an LM judge's
+                    reads in both orders, a pointwise judge's vote
     win_rates       per sample: the mean over its opponents of P(win); ties count 1/2
     bradley_terry   ratings from (soft) match outcomes, e.g. agents over the graph
     best_and_worst  the chosen/rejected pair of a group and its margin

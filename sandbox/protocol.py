@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.engine import Producer
-from sandbox.records import Phase
+from sandbox.records import Phase, kinds
 from sandbox.store import WorldStore
 from scenarios import Scenario
 
@@ -48,7 +48,12 @@ _ADDED: list[Protocol] = []
 
 
 def register(protocol: Protocol) -> Protocol:
-    """Add a protocol to the built-in ones (a test's toy protocol, a user's own)."""
+    """Add a protocol to the built-in ones (a test's toy protocol, a user's own); the record kinds it
+    declares must be registered already, or the store could not read them back on resume."""
+    unknown = [kind for kind in protocol.record_kinds if kind not in kinds()]
+    if unknown:
+        raise ValueError(f"protocol '{protocol.name}': record kind '{unknown[0]}' is not registered "
+                         "(sandbox.records.register_kind)")
     _ADDED.append(protocol)
     return protocol
 

@@ -1,8 +1,9 @@
 """What a run's manifest says about the run, for its readers (the report, the dataset card).
 
-The one place outside the simulation that knows the manifest's layout (``scenarios`` by name
-with their configuration, ``worlds`` by name with scenario, replica and seed, run-wide counts,
-failure rates and the phase -> model table), so a change of layout is met here and nowhere else.
+The manifest's layout is formats.manifest.Manifest (``scenarios`` by name with their
+configuration, ``worlds`` by name with scenario, replica and seed, run-wide counts, failure rates
+and the phase -> model table), which the simulation checks before it writes; this is its
+readers' view of it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from formats.manifest import Manifest
 from sandbox.errors import RunError
 from scenarios import Scenario
 
@@ -46,43 +48,34 @@ class RunInfo:
 
     @classmethod
     def from_manifest(cls, manifest: dict, where: str = "manifest.json") -> RunInfo:
-        """Read ``manifest``; one that is not of this layout is a RunError naming the field."""
+        """Read ``manifest`` (formats.manifest); one that is not of this layout is a RunError naming the field."""
         if "scenario_config" in manifest and "scenarios" not in manifest:
             raise RunError(f"{where}: written before the engine (one scenario_config, no worlds); rerun the simulation")
         try:
-            scenarios = {name: Scenario.model_validate(entry["config"]) for name, entry in manifest["scenarios"].items()}
-            paths = {name: Path(entry.get("path", ".")) for name, entry in manifest["scenarios"].items()}
-            hashes = {name: entry.get("sha256", "?") for name, entry in manifest["scenarios"].items()}
-            worlds = {name: WorldInfo(name, w["scenario"], w.get("replica", 0), w["seed"],
-                                      w.get("rounds_completed", 0), w.get("rounds_requested", 0))
-                      for name, w in manifest["worlds"].items()}
-        except KeyError as error:
-            raise RunError(f"{where}: missing field {error.args[0]!r} (scenarios.<name>.config, worlds.<name>.scenario/seed)") from None
-        except (AttributeError, TypeError):
-            raise RunError(f"{where}: scenarios and worlds must be objects keyed by name") from None
+            read = Manifest.model_validate(manifest)
         except ValidationError as error:
             first = error.errors()[0]
-            raise RunError(f"{where}: scenarios: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-        unknown = sorted({w.scenario for w in worlds.values()} - set(scenarios))
-        if unknown:
-            raise RunError(f"{where}: worlds name scenario {unknown[0]!r}, which is not in scenarios")
-        identity = manifest.get("identity", {})
+            if first["type"] == "missing":
+                raise RunError(f"{where}: missing field {first['loc'][-1]!r} "
+                               "(scenarios.<name>.config, worlds.<name>.scenario/seed)") from None
+            raise RunError(f"{where}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         return cls(
-            run_id=manifest.get("run_id", "?"),
-            status=manifest.get("status", "?"),
-            scenarios=scenarios,
-            scenario_paths=paths,
-            scenario_sha256=hashes,
-            worlds=worlds,
-            models=identity.get("models", []),
-            rounds_completed=manifest.get("rounds_completed"),
-            rounds_requested=manifest.get("rounds_requested"),
-            counts=manifest.get("counts", {}),
-            failure_rates=manifest.get("failure_rate", {}),
-            phases=manifest.get("phases", {}),
-            tokens_generated=manifest.get("tokens_generated", 0),
-            tokens_per_second=manifest.get("tokens_per_second", 0.0),
-            wall_seconds=manifest.get("wall_seconds", 0.0),
+            run_id=read.run_id,
+            status=read.status,
+            scenarios={name: entry.config for name, entry in read.scenarios.items()},
+            scenario_paths={name: Path(entry.path) for name, entry in read.scenarios.items()},
+            scenario_sha256={name: entry.sha256 for name, entry in read.scenarios.items()},
+            worlds={name: WorldInfo(name, w.scenario, w.replica, w.seed, w.rounds_completed, w.rounds_requested)
+                    for name, w in read.worlds.items()},
+            models=read.identity.get("models", []),
+            rounds_completed=read.rounds_completed,
+            rounds_requested=read.rounds_requested,
+            counts=read.counts,
+            failure_rates=read.failure_rate,
+            phases=read.phases,
+            tokens_generated=read.tokens_generated,
+            tokens_per_second=read.tokens_per_second,
+            wall_seconds=read.wall_seconds,
         )
 
     @property

@@ -22,6 +22,7 @@ from agents.engine import Scheduler
 from agents.memory import EmbeddingMemory, Encoder, MemoryItem
 from agents.registry import check_model
 from agents.seeding import derive_seed
+from formats.manifest import Manifest
 from sandbox.context import RunContext
 from sandbox.errors import RunError
 from sandbox.protocol import ROUND_END
@@ -236,6 +237,7 @@ class RunManifest:
             "tokens_per_second": round(tokens / seconds, 2) if seconds else 0.0,
             **extra,
         }
+        Manifest.model_validate(manifest)  # what its readers will read (formats.manifest)
         self.store.write_manifest(manifest)
         return manifest
 

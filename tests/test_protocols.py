@@ -96,6 +96,13 @@ def test_a_registered_protocol_runs_exports_and_reports(registered, tiny_model_d
     assert "scribes-2 was here in round 1" in sections["notes"]
 
 
+def test_a_protocol_must_declare_registered_record_kinds():
+    with pytest.raises(ValueError, match="record kind 'scribbles' is not registered"):
+        register(Protocol("scribbles", claims=None, rounds=None, phases_per_round=lambda scenario: 0,
+                          record_kinds=("scribbles",)))
+    assert all(p.name != "scribbles" for p in all_protocols())
+
+
 def test_an_unclaimed_scenario_runs_the_default_protocol(registered):
     assert protocol_of(load_scenario("quick").scenario).name == "back-scatter"
     assert protocol_of(load_scenario("mcts-social").scenario).name == "mcts"
