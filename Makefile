@@ -12,6 +12,9 @@ STAMP := $(VENV)/.socialign-installed
 DEMO_DIR ?= runs/demo
 DEMO_MODEL ?= smollm2-135m-instruct
 DEMO_EVAL_QUESTIONS ?= 120
+# The public sets (AdvBench, XSTest): a seeded sample, read from $SOCIALIGN_EVALSETS or ../shared/evalsets
+# (skipped in one line where absent). DEMO_PUBLIC=off leaves them out, full scores all 970 prompts.
+DEMO_PUBLIC ?= sample
 DEMO_SFT_DIR ?= $(DEMO_DIR)/sft
 DEMO_SPIN_DIR ?= $(DEMO_DIR)/spin
 DEMO_TRAIN_DIR ?= $(DEMO_SPIN_DIR)/iter-1/model
@@ -36,7 +39,7 @@ $(STAMP): pyproject.toml Makefile
 # The main job on the built-in defaults: the offline models answer one batch of prompts, then
 # the `quick` scenario -> simulate -> inspect -> export -> SFT on the export (full fine-tune)
 # -> one SPIN iteration (LoRA) from the SFT model -> judge-free evaluation of the SPIN model
-# against the base model on held-out questions -> the run report. Output goes to $(DEMO_DIR)
+# against the base model on held-out questions and the public sets -> the run report. Output goes to $(DEMO_DIR)
 # (replaced on every run).
 demo: install
 	rm -rf $(DEMO_DIR)
@@ -55,7 +58,7 @@ demo: install
 	$(BIN)/socialign train --method spin --data $(DEMO_DIR)/simulation --model $(DEMO_SFT_DIR) \
 	    --out $(DEMO_SPIN_DIR) --iterations 1 --lora --temperature 0.7 --top-p 0.9 --batch-size 8 --max-length 384 --max-new-tokens 96 --no-evaluate && \
 	$(BIN)/socialign eval --model $(DEMO_TRAIN_DIR) --baseline $(DEMO_MODEL) --scenario quick --no-judge \
-	    --limit $(DEMO_EVAL_QUESTIONS) --max-new-tokens 96 --out $(DEMO_DIR)/eval && \
+	    --limit $(DEMO_EVAL_QUESTIONS) --max-new-tokens 96 --public $(DEMO_PUBLIC) --out $(DEMO_DIR)/eval && \
 	$(DEMO_REPORT_CMD) && \
 	echo "artifacts: simulation records $(DEMO_DIR)/simulation, training files $(DEMO_DIR)/simulation/export," && \
 	echo "           models $(DEMO_SFT_DIR) (SFT on references) and $(DEMO_TRAIN_DIR) (SFT -> SPIN, merged: .../merged)," && \
@@ -64,7 +67,7 @@ demo: install
 	echo "run report: $(DEMO_REPORT)"
 
 # The full recipe (about an hour on a 2-core CPU): base vs SFT vs SFT->SPIN vs SFT->DPO on the
-# simulation's pairs, 3 seeds, judge-free on held-out questions; resumable (run it again).
+# simulation's pairs, 3 seeds, judge-free on held-out questions and the public sets; resumable.
 RECIPE_DIR ?= runs/recipe
 recipe: install
 	$(BIN)/socialign recipe --out $(RECIPE_DIR)
