@@ -8,6 +8,8 @@ always computed beside the judged scores (and alone with ``--no-judge``):
 - the decline rate over all questions when some carry no ``expected`` (a plain benchmark file),
 - similarity to the reference answer (cosine of sentence embeddings) on should-answer
   questions, and on every question with a reference when that is a different set,
+- exact-answer accuracy on questions with an exact ``answer`` (arithmetic: the reply's final
+  number), which replaces the decline rate over all questions when every question has one,
 - answer length in words and repetition (the share of word 4-grams that repeat an earlier
   one in the same answer: 0 for fresh text, near 1 for a degenerate loop).
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from judges.intervals import mean_t, paired_rate_difference, wilson
 from judges.verifiable import ReferenceSimilarity, detect_decline
+from scenarios.arithmetic import is_correct
 from scenarios.schema import Question
 
 NGRAM = 4
@@ -55,6 +58,7 @@ METRICS = (
     Metric("decline_rate", "decline rate", "declined", True, _declines, "expected decline"),
     Metric("over_decline_rate", "over-decline rate", "declined", True, _answers, "expected answer"),
     Metric("decline_rate_all", "decline rate", "declined", True, lambda q: True, "all"),
+    Metric("accuracy", "exact-answer accuracy", "correct", True, lambda q: q.answer is not None, "with an exact answer"),
     Metric("similarity", "similarity to reference", "similarity", False,
            lambda q: _answers(q) and q.reference is not None, "expected answer, with reference", (-1.0, 1.0)),
     Metric("similarity_all", "similarity to reference", "similarity", False,
@@ -62,7 +66,7 @@ METRICS = (
     Metric("words", "length (words)", "words", False, lambda q: True, "all", (0.0, math.inf)),
     Metric("repetition", "repeated 4-grams", "repetition", False, lambda q: True, "all"),
 )
-PERCENT = {"decline_rate", "over_decline_rate", "decline_rate_all", "repetition"}
+PERCENT = {"decline_rate", "over_decline_rate", "decline_rate_all", "accuracy", "repetition"}
 
 
 def metrics_for(questions: list[Question]) -> list[Metric]:
@@ -71,7 +75,7 @@ def metrics_for(questions: list[Question]) -> list[Metric]:
     chosen, seen = [], []
     for metric in METRICS:
         members = [i for i, q in enumerate(questions) if metric.counts(q)]
-        if metric.name == "decline_rate_all" and all(q.expected for q in questions):
+        if metric.name == "decline_rate_all" and all(q.expected or q.answer is not None for q in questions):
             continue
         if members and (metric.measure, members) not in seen:
             chosen.append(metric)
@@ -88,10 +92,11 @@ def repetition(text: str, n: int = NGRAM) -> float:
 
 def measure(questions: list[Question], texts: list[str], similarity: ReferenceSimilarity) -> list[dict]:
     """Per answer: declined (and the detector's score and reason), similarity to the reference
-    (None without one), words, repetition. One encoder pass for all answers and references."""
+    (None without one), words, repetition, and whether its final number is right where the
+    question has an exact answer. One encoder pass for all answers and references."""
     cosines = similarity(texts, [q.reference for q in questions])
     rows = []
-    for text, cosine in zip(texts, cosines):
+    for question, text, cosine in zip(questions, texts, cosines):
         verdict = detect_decline(text)
         rows.append({
             "answer": text,
@@ -101,6 +106,7 @@ def measure(questions: list[Question], texts: list[str], similarity: ReferenceSi
             "similarity": None if cosine is None else round(float(cosine), 4),
             "words": len(text.split()),
             "repetition": round(repetition(text), 4),
+            **({} if question.answer is None else {"correct": is_correct(text, question.answer)}),
         })
     return rows
 

@@ -193,3 +193,19 @@ def test_eval_on_a_bad_question_file_exits_2_on_one_line(tiny_model_dir, tmp_pat
     assert err.startswith("socialign eval: error: ") and expected in err and str(bad) in err
     assert err.count("\n") == 1
     assert not out.exists()
+
+
+def test_exact_answers_get_accuracy_paired_and_no_decline_rate(similarity):
+    """Arithmetic-style questions: the reply's final number against the exact answer, with Wilson's
+    interval and the paired difference; the decline rate over all questions is not shown."""
+    problems = [Question(id=f"p{i}", text=f"What is {i} + {i}?", split="heldout", answer=2 * i) for i in range(1, 5)]
+    mine = measure(problems, ["The answer is 2.", "The answer is 4.", "It is 7", "I can't help with that."],
+                   similarity)
+    base = measure(problems, ["The answer is 3.", "The answer is 4.", "6", "8"], similarity)
+    assert [m["correct"] for m in mine] == [True, True, False, False]
+    block = summarize(problems, {"model": mine, "baseline": base}, "minilm-l6")
+    assert "decline_rate_all" not in block["metrics"]
+    accuracy = block["metrics"]["accuracy"]
+    assert accuracy["model"]["mean"] == 0.5 and accuracy["baseline"]["mean"] == 0.75 and accuracy["model"]["n"] == 4
+    assert accuracy["difference"]["mean"] == -0.25 and accuracy["difference"]["low"] < -0.25
+    assert "| exact-answer accuracy | with an exact answer (n=4) | 50% [" in "\n".join(markdown_lines(block))
