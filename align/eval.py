@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents import prompts
@@ -46,6 +46,10 @@ class EvalSettings:
     # observers' model; with judge=False the pairwise comparison is then the only judged part.
     pairwise_judge: str | None = None
     extra_max_new_tokens: int = 48  # answers to the further question sets: a decline shows in its opening
+    # How the model under test answers: a local hf model, or a served one (openai + base_url, vllm);
+    # the baseline always loads locally through hf.
+    backend: str = "hf"
+    backend_options: dict = field(default_factory=dict)
 
 
 def loadable_model(name: str) -> str:
@@ -82,7 +86,9 @@ def evaluate(
         questions = sorted(random.Random(settings.seed).sample(questions, settings.limit), key=lambda q: q.id)
     models = {"model": model, **({"baseline": baseline} if baseline else {})}
     # Every model (the judge too) loads before any answer is generated: a bad name fails in seconds.
-    backends = {role: pool.get("hf", loadable_model(name)) for role, name in models.items()}
+    backends = {role: pool.get(settings.backend, name, **settings.backend_options) if role == "model"
+                and settings.backend != "hf" else pool.get("hf", loadable_model(name))
+                for role, name in models.items()}
     observers = loaded.scenario.observers
     judge = pool.get(observers.model.backend, observers.model.name, **observers.model.options) if settings.judge else None
     pairwise_name = settings.pairwise_judge or (observers.model.name if judge else None)

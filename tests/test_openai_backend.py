@@ -77,6 +77,21 @@ def served(tiny_model_dir, tmp_path_factory):
             process.wait()
 
 
+def test_eval_scores_a_served_model_against_a_local_baseline(served, tmp_path):
+    """`eval --backend openai --base-url`: the server answers for --model; the same weights loaded
+    here as the baseline give the same greedy answers, so every paired difference is zero."""
+    from socialign.cli import main
+
+    base_url, model = served
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", model, "--backend", "openai", "--base-url", base_url, "--baseline", model,
+                 "--no-judge", "--limit", "3", "--max-new-tokens", "4", "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["settings"]["backend"] == "openai" and report["settings"]["backend_options"] == {"base_url": base_url}
+    rows = report["per_question"]
+    assert len(rows) == 3 and all(row["model"]["answer"] == row["baseline"]["answer"] for row in rows)
+
+
 @pytest.fixture(scope="module")
 def backend(served):
     base_url, model = served

@@ -20,6 +20,10 @@ from socialign.errors import UserError
 def register(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="score a model on held-out questions or a question file")
     parser.add_argument("--model", required=True, help="trained model dir, alias or path")
+    parser.add_argument("--backend", choices=("hf", "openai", "vllm"), default="hf",
+                        help="how --model answers: loaded here (hf), an OpenAI-compatible server (with --base-url) "
+                        "or an in-process vLLM engine; the baseline always loads here (default: %(default)s)")
+    parser.add_argument("--base-url", help="the server of --backend openai, e.g. http://localhost:8000/v1")
     parser.add_argument("--baseline", help="compare against this model (pairwise, both orders)")
     parser.add_argument("--scenario", default="quick",
                         help="built-in name or YAML path: its held-out questions, observers and embedder")
@@ -54,7 +58,8 @@ def run(args) -> int:
     first, *more = args.questions or [None]
     settings = EvalSettings(limit=args.limit, max_new_tokens=args.max_new_tokens, seed=args.seed,
                             questions_file=first, judge=not args.no_judge,
-                            pairwise_judge=args.pairwise_judge, extra_max_new_tokens=args.extra_max_new_tokens)
+                            pairwise_judge=args.pairwise_judge, extra_max_new_tokens=args.extra_max_new_tokens,
+                            backend=args.backend, backend_options={"base_url": args.base_url} if args.base_url else {})
     extra = public_sets.file_sets(more) + requested_public_sets(args.public, args.evalsets, args.seed)
     report = evaluate(loaded, args.model, args.baseline, settings, extra_sets=extra)
     print(markdown_table(report))
