@@ -104,7 +104,8 @@ def _call(backend: Backend, ops: list[Op], progress=None) -> list[Any]:
         bounds = list(accumulate((len(op.texts) for op in ops), initial=0))
         return [vectors[start:end] for start, end in pairwise(bounds)]
     if isinstance(first, Generate):
-        return backend.generate([op.request for op in ops], **({"progress": progress} if progress is not None else {}))
+        shown = progress is not None and backend.steps_progress
+        return backend.generate([op.request for op in ops], **({"progress": progress} if shown else {}))
     if isinstance(first, Score):
         return backend.score([list(op.messages) for op in ops], [op.continuation for op in ops],
                              [op.prefix for op in ops], end_of_turn=first.end_of_turn)

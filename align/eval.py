@@ -23,6 +23,7 @@ from agents.engine import Scheduler, sampled
 from agents.files import write_atomic
 from agents.memory import Encoder
 from align import judge_free
+from align.progress import progress_bar
 from align.public_sets import QuestionSet
 from judges.intervals import mean_t, shown
 from judges.lm import ObserverPanel, PairwiseJudge
@@ -68,7 +69,8 @@ def greedy_answers(backend: Backend, questions: list, max_new_tokens: int, seed:
                           seed=seed)
         for q in questions
     ]
-    return [completions[0].text.strip() for completions in sampled(backend, requests)]
+    with progress_bar(desc=f"answering {len(questions)} questions", unit="step") as bar:
+        return [completions[0].text.strip() for completions in sampled(backend, requests, progress=bar)]
 
 
 def evaluate(

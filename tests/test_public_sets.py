@@ -76,3 +76,18 @@ def test_eval_without_the_public_sets_says_so_and_goes_on(scenario_file, tiny_mo
     monkeypatch.setenv("CI", "true")
     assert main(args) == 2
     assert "public sets missing under CI=true" in capsys.readouterr().err
+
+
+def test_eval_answering_shows_a_progress_bar_of_decoding_steps_and_quiet_hides_it(
+        scenario_file, tiny_model_dir, capsys, monkeypatch):  # noqa: F811
+    from align import progress
+
+    args = ["eval", "--model", tiny_model_dir, "--scenario", str(scenario_file), "--no-judge", "--limit", "2",
+            "--max-new-tokens", "3"]
+    monkeypatch.setattr(progress, "_quiet", False)
+    assert main(args) == 0
+    assert "answering 2 questions" in capsys.readouterr().err
+    # what --quiet sets, without switching the libraries' own bars off for the rest of the session
+    monkeypatch.setattr("socialign.commands.eval.set_quiet", lambda quiet: setattr(progress, "_quiet", quiet))
+    assert main([*args, "--quiet"]) == 0
+    assert "answering 2 questions" not in capsys.readouterr().err

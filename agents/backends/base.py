@@ -94,6 +94,8 @@ class Backend(abc.ABC):
     """Batched chat generation and scoring over one loaded model."""
 
     model_name: str
+    # Whether generate() takes ``progress``, a bar it advances once per decoding step.
+    steps_progress: bool = False
 
     def __init__(self) -> None:
         self.stats = BackendStats()

@@ -158,6 +158,8 @@ class _StepProgress(BaseStreamer):
 
 
 class HFBackend(Backend):
+    steps_progress = True
+
     def __init__(
         self,
         model: str,

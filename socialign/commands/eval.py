@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from align import public_sets
 from align.eval import EvalSettings, evaluate, markdown_table, write_report
+from align.progress import set_quiet
 from scenarios import load_scenario
 from scenarios.schema import MAX_NEW_TOKENS
 from socialign.arguments import at_least, output_dir, seed
@@ -48,12 +49,15 @@ def register(subparsers) -> None:
     parser.add_argument("--extra-max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS), default=48,
                         help="answer length on further files and the public sets, whose measure is whether the "
                         "opening declines (default: %(default)s)")
-    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help="seed of the sampled questions (--limit, --public sample) (default: %(default)s)")
     parser.add_argument("--out", type=output_dir, help="write eval.json and eval.md here (default: print the table only)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    set_quiet(args.quiet)
     loaded = load_scenario(args.scenario)
     first, *more = args.questions or [None]
     settings = EvalSettings(limit=args.limit, max_new_tokens=args.max_new_tokens, seed=args.seed,
