@@ -39,7 +39,7 @@ def test_recipe_trains_every_model_writes_the_table_and_resumes(tiny_model_dir, 
     out = tmp_path / "recipe"
     args = ["recipe", "--out", str(out), "--scenario", str(scenario), "--model", tiny_model_dir, "--seeds", "0",
             "--heldout", "6", "--batch-size", "2", "--max-length", "128", "--max-new-tokens", "8",
-            "--public", "sample", "--evalsets", str(fake_evalsets), "--public-max-new-tokens", "2"]
+            "--public", "sample", "--evalsets", str(fake_evalsets), "--extra-max-new-tokens", "2"]
     assert main(args) == 0
     table = capsys.readouterr().out
     result = json.loads((out / "recipe.json").read_text())

@@ -47,7 +47,7 @@ def register(subparsers) -> None:
                         help="score the public sets (AdvBench, XSTest) too: in full or a seeded sample")
     parser.add_argument("--evalsets", metavar="DIR", help=f"where the public sets lie (default: "
                         f"${public_sets.ENVIRONMENT}, else {public_sets.DEFAULT_DIR})")
-    parser.add_argument("--public-max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS),
+    parser.add_argument("--extra-max-new-tokens", type=at_least(1, int, MAX_NEW_TOKENS),
                         default=DEFAULTS.public_max_new_tokens,
                         help="answer length on the public sets (whether the opening declines)")
     parser.add_argument("--lora", action="store_true", help="LoRA adapters instead of full fine-tuning")
@@ -61,7 +61,7 @@ def run(args) -> int:
         sft_lr=args.sft_lr, sft_epochs=args.sft_epochs, pair_lr=args.pair_lr, beta=args.beta,
         spin_temperature=args.spin_temperature, batch_size=args.batch_size, max_length=args.max_length,
         max_new_tokens=args.max_new_tokens, lora=args.lora, methods=tuple(args.methods), public=args.public,
-        evalsets=args.evalsets, public_max_new_tokens=args.public_max_new_tokens)
+        evalsets=args.evalsets, public_max_new_tokens=args.extra_max_new_tokens)
     set_quiet(args.quiet)  # the trainer's and the samplers' bars
     Recipe(args.out, settings, quiet=args.quiet).run()
     print((Recipe.table_path(args.out)).read_text())
