@@ -177,6 +177,7 @@ def train_spo(
     seed: int = 0,
     scorers: Sequence[Callable] = (),
     tokenizer=None,
+    precision: str = "no",  # TRL's mixed precision: "bf16", "fp16" or fp32 ("no")
     **grpo_options,
 ) -> SPOResult:
     """Online SPO on GRPOTrainer: K samples per prompt, every group whole on one process.
@@ -202,7 +203,8 @@ def train_spo(
         beta=beta,
         learning_rate=learning_rate,
         use_vllm=False,
-        bf16=False,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         report_to="none",
         logging_steps=1,
         save_strategy="no",
@@ -258,7 +260,7 @@ class SPOTrainer:
             tokenizer=self.tokenizer, num_train_epochs=config.epochs,
             warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the steps
             lr_scheduler_type=config.lr_scheduler, weight_decay=config.weight_decay,
-            max_grad_norm=config.max_grad_norm or 0.0,
+            max_grad_norm=config.max_grad_norm or 0.0, precision=config.mixed_precision,
         )
         history = [row for row in result.log_history if "loss" in row]
         if history:
