@@ -194,7 +194,7 @@ class IterationSettings:
     )
     eval_limit: int | None = field(default=120, metadata={"help": "evaluate on at most this many questions (seeded sample)"})
     eval_max_new_tokens: int = field(default=128, metadata={"help": "token budget of each evaluation answer"})
-    win_rate_judge: str | None = field(
+    pairwise_judge: str | None = field(
         default=None,
         metadata={"help": "also judge each iterate against the starting model with this LM (both orders); "
                           "slow, and a 135M judge is mostly noise"},
@@ -233,15 +233,16 @@ class SPINConfig(IterationSettings, TrainConfig):
 class JudgeSettings:
     """The judges of a self-play method's win rates: the verifiable ones vote, the LM judge reads both orders."""
 
-    verifiers: str = field(
-        default=",".join(QUESTION_FIELD),
-        metadata={"help": f"verifiable judges that vote (comma-separated: {', '.join(QUESTION_FIELD)}; '' for none)"},
+    verifiers: tuple[str, ...] = field(
+        default=tuple(QUESTION_FIELD),
+        metadata={"help": f"verifiable judges that vote, space-separated (of {' '.join(QUESTION_FIELD)}; "
+                          "none: the flag alone)"},
     )
     lm_judge: bool = field(default=False, metadata={"help": "the LM pairwise judge votes too (both orders)"})
     judge_model: str = field(default="smollm2-135m-instruct", metadata={"help": "the LM judge's model"})
 
     def verifier_names(self) -> list[str]:
-        return [name.strip() for name in self.verifiers.split(",") if name.strip()]
+        return list(self.verifiers)
 
     def judge_checks(self) -> list[tuple[bool, str]]:
         known = tuple(QUESTION_FIELD)
@@ -291,7 +292,7 @@ class SPPOConfig(JudgeSettings, IterationSettings, TrainConfig):
             (self.eta > 0, "eta must be > 0"),
             *self.judge_checks(),
             (
-                not (self.lm_judge and self.win_rate_judge == self.judge_model),
+                not (self.lm_judge and self.pairwise_judge == self.judge_model),
                 "the win-rate judge must not be the reward's LM judge (--judge-model)",
             ),
             *self.iteration_checks(),
@@ -326,7 +327,7 @@ class MCTSDPOConfig(IterationSettings, TrainConfig):
             (self.temperature > 0, "temperature must be > 0 (the search samples k distinct steps)"),
             (self.eval_questions is None,
              "mcts-dpo evaluates exact answers on --eval-scenario's held-out problems, not --eval-questions"),
-            (self.win_rate_judge is None, "mcts-dpo evaluates exact answers; --win-rate-judge is for SPIN and SPPO"),
+            (self.pairwise_judge is None, "mcts-dpo evaluates exact answers; --pairwise-judge is for SPIN and SPPO"),
             *self.iteration_checks(),
             *super().checks(),
         ]

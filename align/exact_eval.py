@@ -64,7 +64,7 @@ def _base_outcomes(directory: Path) -> dict[str, bool] | None:
 
 def exact_answer_evaluator(model: str, directory: Path, config: IterationSettings, baseline: str | None = None) -> dict:
     """An align.iterate evaluator: accuracy (and vs the base, iteration 0's answers) into
-    directory/eval.json; ``baseline`` is unused (MCTS-DPO refuses --win-rate-judge)."""
+    directory/eval.json; ``baseline`` is unused (MCTS-DPO refuses --pairwise-judge)."""
     problems = heldout_problems(config.eval_scenario, config.eval_limit)
     rows = answer_accuracy(model, problems, config.eval_max_new_tokens)
     outcomes = [row["correct"] for row in rows]

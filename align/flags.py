@@ -93,6 +93,11 @@ def _converted(action: argparse.Action, value, key: str):
         return value
     if value is None:
         return None
+    if action.nargs == "*":  # a list: a YAML list, or one space-separated string
+        items = value.split() if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        return [_converted(_Single(action), item, key) for item in items]
     try:
         converted = action.type(value if isinstance(value, str) else str(value)) if action.type else value
     except ValueError:
@@ -116,6 +121,10 @@ def _add_scalar(group, item: dataclasses.Field, hint, flag: str, dest: str) -> N
         )
         return
     options: dict[str, Any] = {}
+    if typing.get_origin(kind) is tuple:  # tuple[str, ...]: a space-separated list, empty allowed
+        options["nargs"] = "*"
+        kind = typing.get_args(kind)[0]
+        default = list(default)
     if typing.get_origin(kind) is Literal:
         options["choices"] = typing.get_args(kind)
         kind = type(options["choices"][0])
@@ -128,7 +137,7 @@ def _add_scalar(group, item: dataclasses.Field, hint, flag: str, dest: str) -> N
         type=kind,
         default=default,
         metavar=metavar,
-        help=_with_default(help_text, default),
+        help=help_text if options.get("nargs") else _with_default(help_text, default),
         **options,
     )
 
@@ -169,6 +178,15 @@ def _unwrap_optional(hint):
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+class _Single:
+    """One item of a list flag: its type and choices, without the list."""
+
+    nargs = None
+
+    def __init__(self, action: argparse.Action) -> None:
+        self.type, self.choices, self.metavar = action.type, action.choices, action.metavar
 
 
 def _with_default(help_text: str, default) -> str:

@@ -126,8 +126,8 @@ def run_iterations(
     rows = spec.load(data_file)
     if spec.check is not None:
         spec.check(rows, config, data_file)
-    if config.evaluate and config.win_rate_judge:
-        check_model(config.win_rate_judge)  # used after the first training: a typo fails now, not then
+    if config.evaluate and config.pairwise_judge:
+        check_model(config.pairwise_judge)  # used after the first training: a typo fails now, not then
     out = Path(out_dir)
     RunDir(out).claim(run_info(method, model, data_file, rows, config), resume)
     done = _completed(out)
@@ -175,7 +175,7 @@ def _finish(out: Path, t: int, model: str, evaluator, config, train_summary: dic
     relative to OUT, so a moved run directory still resumes."""
     directory = out / f"iter-{t}"
     directory.mkdir(exist_ok=True)
-    baseline = start if t and config.win_rate_judge else None
+    baseline = start if t and config.pairwise_judge else None
     metrics = evaluator(str(out / model) if t else model, directory, config, baseline) if evaluator else None
     row = {"iteration": t, "model": model, "eval": metrics, "train": train_summary}
     write_atomic(directory / "done.json", json.dumps(row, indent=2) + "\n")
@@ -217,7 +217,7 @@ def evaluate_iterate(model: str, directory: Path, config: IterationSettings, bas
     """The judge-free evaluation (align.eval: decline rate, over-decline, similarity to the
     reference, each with its 95% interval) on the scenario's held-out questions or the given
     question file; with a `baseline` (the starting model), also the win rate against it by
-    `config.win_rate_judge`, both orders, position bias removed. The full report goes to
+    `config.pairwise_judge`, both orders, position bias removed. The full report goes to
     directory/eval.json and eval.md."""
     from align.eval import EvalSettings, evaluate, write_report
     from scenarios import load_scenario
@@ -228,7 +228,7 @@ def evaluate_iterate(model: str, directory: Path, config: IterationSettings, bas
         seed=config.seed,
         questions_file=config.eval_questions,
         judge=False,
-        pairwise_judge=config.win_rate_judge if baseline else None,
+        pairwise_judge=config.pairwise_judge if baseline else None,
     )
     report = evaluate(load_scenario(config.eval_scenario), model, baseline, settings=settings)
     write_report(report, directory)

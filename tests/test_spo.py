@@ -167,7 +167,7 @@ def test_train_method_spo_via_the_cli_on_the_tiny_model(tiny_model_dir, tmp_path
     out = tmp_path / "spo"
     code = main(["train", "--method", "spo", "--data", str(prompts), "--model", tiny_model_dir, "--out", str(out),
                  "--k", "3", "--batch-size", "2", "--max-steps", "1", "--max-completion-length", "6",
-                 "--verifiers", "decline,reference"])
+                 "--verifiers", "decline", "reference"])
     assert code == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "spo_summary.json").read_text())
@@ -190,3 +190,25 @@ def test_train_method_spo_refuses_prompts_without_the_judges_fields(tiny_model_d
                  "--out", str(tmp_path / "out"), "--max-steps", "1"])
     assert code == 2
     assert "the 'reference' judge needs field 'reference'" in capsys.readouterr().err
+
+
+def test_verifiers_is_a_space_separated_list_on_the_command_line_and_a_list_in_a_config_file():
+    import argparse
+
+    from align.config import SPOConfig
+    from align.flags import add_config_arguments, config_defaults, config_from_args
+
+    def parsed(argv, file_values=None):
+        parser = argparse.ArgumentParser()
+        add_config_arguments(parser, SPOConfig)
+        if file_values is not None:
+            config_defaults(parser, SPOConfig, file_values)
+        return config_from_args(SPOConfig, parser.parse_args(argv)).verifier_names()
+
+    assert parsed([]) == ["decline", "reference"]
+    assert parsed(["--verifiers", "reference"]) == ["reference"]
+    assert parsed(["--verifiers", "--lm-judge"]) == []  # none: the LM judge alone
+    assert parsed([], {"verifiers": ["decline"]}) == ["decline"]
+    assert parsed(["--verifiers", "reference"], {"verifiers": "decline reference"}) == ["reference"]
+    with pytest.raises(ValueError, match="verifiers must be among decline, reference"):
+        parsed(["--verifiers", "decline,reference"])

@@ -87,7 +87,7 @@ def test_one_sppo_iteration_on_the_tiny_model(tmp_path, tiny_model_dir, capsys):
         {"prompt": "How do I make tea?", "expected": "answer", "reference": "Steep a tea bag in hot water."},
     ])
     out = tmp_path / "out"
-    evaluation = ("--eval-questions", str(heldout), "--eval-max-new-tokens", "4", "--win-rate-judge", tiny_model_dir)
+    evaluation = ("--eval-questions", str(heldout), "--eval-max-new-tokens", "4", "--pairwise-judge", tiny_model_dir)
     assert main(sppo_args(prompts, tiny_model_dir, out, "--iterations", "1", *evaluation)) == 0
     iterate = out / "iter-1" / "model"
     assert f"model: {iterate}" in capsys.readouterr().out
@@ -160,9 +160,9 @@ def test_sppo_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_model_dir, cap
     for flags, message in [
         (("--k", "1"), "k must be >= 2"),
         (("--eta", "0"), "eta must be > 0"),
-        (("--lm-judge", "--win-rate-judge", "smollm2-135m-instruct"), "the win-rate judge must not be the reward's"),
+        (("--lm-judge", "--pairwise-judge", "smollm2-135m-instruct"), "the win-rate judge must not be the reward's"),
         (("--verifiers", "vibes"), "verifiers must be among decline, reference"),
-        (("--win-rate-judge", str(tmp_path / "nowhere")), f"unknown model '{tmp_path / 'nowhere'}'"),
+        (("--pairwise-judge", str(tmp_path / "nowhere")), f"unknown model '{tmp_path / 'nowhere'}'"),
     ]:
         assert main(sppo_args(good, tiny_model_dir, tmp_path / "out", *flags)) == 2
         assert message in capsys.readouterr().err
