@@ -82,8 +82,8 @@ class TrainConfig:
     mixed_precision: Precision = field(
         default="auto",
         metadata={"help": "autocast precision of the forward pass (weights and optimizer stay fp32); 'auto' "
-                  "takes `accelerate launch`'s setting, else fp32. bf16 also runs about twice as fast on CPUs "
-                  "with AVX-512 BF16 or AMX"},
+                  "takes `accelerate launch`'s setting, else fp32. bf16 also runs faster on CPUs with AVX-512 "
+                  "BF16 or AMX (bench/precision.py)"},
     )
     save_steps: int = field(
         default=200, metadata={"help": "checkpoint every N steps, and always at the last"}
