@@ -379,3 +379,20 @@ def test_card_leaves_empty_kinds_out_of_configs_and_lists_filters(run_dir):
     assert [c["config_name"] for c in header["configs"]] == ["sft"]
     assert "No rows (so no config): `pairs`." in card
     assert "- `too_long` dropped 7 rows" in card
+
+
+def test_browser_setup_without_chromium_or_root_names_the_command_and_installs_nothing(tmp_path):
+    """`make test`'s setup step on a fresh machine where the user is not root: one line with the
+    command to run, exit 0 (the browser tests then skip with the same hint)."""
+    import subprocess
+
+    bin_dir = tmp_path / "bin"  # a PATH with no chromium, and `id -u` answering as a normal user
+    bin_dir.mkdir()
+    (bin_dir / "id").write_text("#!/bin/sh\necho 1000\n")
+    (bin_dir / "id").chmod(0o755)
+    script = Path(__file__).parent / "browser_setup.sh"
+    done = subprocess.run(["/bin/bash", str(script)], capture_output=True, text=True, check=False,
+                          env={"PATH": str(bin_dir)}, timeout=30)
+    assert done.returncode == 0, done.stderr
+    hint = "chromium is missing: run 'sudo apt-get install chromium' for the report's two browser tests"
+    assert done.stdout.strip().splitlines() == [f"{hint} (they skip until then)"]
