@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def evaluate(
     baseline: str | None = None,
     settings: EvalSettings | None = None,
     pool: BackendPool | None = None,
-    extra_sets: list[QuestionSet] = (),
+    extra_sets: Sequence[QuestionSet] = (),
 ) -> dict:
     settings = settings or EvalSettings()
     pool = pool or BackendPool()
@@ -88,9 +89,7 @@ def evaluate(
         questions = sorted(random.Random(settings.seed).sample(questions, settings.limit), key=lambda q: q.id)
     models = {"model": model, **({"baseline": baseline} if baseline else {})}
     # Every model (the judge too) loads before any answer is generated: a bad name fails in seconds.
-    backends = {role: pool.get(settings.backend, name, **settings.backend_options) if role == "model"
-                and settings.backend != "hf" else pool.get("hf", loadable_model(name))
-                for role, name in models.items()}
+    backends = {role: _answering_backend(pool, role, name, settings) for role, name in models.items()}
     observers = loaded.scenario.observers
     judge = pool.get(observers.model.backend, observers.model.name, **observers.model.options) if settings.judge else None
     pairwise_name = settings.pairwise_judge or (observers.model.name if judge else None)
@@ -156,6 +155,13 @@ def evaluate(
         report["difference"] = _paired_difference(per_question, [d.name for d in observers.dimensions])
         report["pairwise"] = _pairwise(judged[-1], settings, per_question)
     return report
+
+
+def _answering_backend(pool: BackendPool, role: str, name: str, settings: EvalSettings) -> Backend:
+    """The model under test through the settings' backend (a served one, say); the baseline loads here."""
+    if role == "model" and settings.backend != "hf":
+        return pool.get(settings.backend, name, **settings.backend_options)
+    return pool.get("hf", loadable_model(name))
 
 
 def _scored_set(question_set: QuestionSet, backends: dict[str, Backend], similarity: ReferenceSimilarity,
