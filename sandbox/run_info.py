@@ -8,7 +8,7 @@ readers' view of it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -30,21 +30,11 @@ class WorldInfo:
 
 @dataclass(frozen=True)
 class RunInfo:
-    run_id: str
-    status: str
-    scenarios: dict[str, Scenario]  # as the run was configured, by name
-    scenario_paths: dict[str, Path]  # where each scenario file was (graph files resolve beside it)
-    scenario_sha256: dict[str, str]
-    worlds: dict[str, WorldInfo]
-    models: list[dict]  # ModelRef dumps: name, backend, options
-    rounds_completed: int | None
-    rounds_requested: int | None
-    counts: dict[str, int] = field(default_factory=dict)
-    failure_rates: dict[str, float] = field(default_factory=dict)
-    phases: dict[str, dict[str, dict]] = field(default_factory=dict)  # phase -> model -> calls, tokens, seconds
-    tokens_generated: int = 0
-    tokens_per_second: float = 0.0
-    wall_seconds: float = 0.0
+    """A checked manifest (``manifest``, formats.manifest.Manifest: counts, failure rates, phases,
+    tokens) and the views its readers need that it does not hold as objects: each scenario's
+    configuration and file path, each world's entry."""
+
+    manifest: Manifest
 
     @classmethod
     def from_manifest(cls, manifest: dict, where: str = "manifest.json") -> RunInfo:
@@ -52,39 +42,37 @@ class RunInfo:
         if "scenario_config" in manifest and "scenarios" not in manifest:
             raise RunError(f"{where}: written before the engine (one scenario_config, no worlds); rerun the simulation")
         try:
-            read = Manifest.model_validate(manifest)
+            return cls(Manifest.model_validate(manifest))
         except ValidationError as error:
             first = error.errors()[0]
             if first["type"] == "missing":
                 raise RunError(f"{where}: missing field {first['loc'][-1]!r} "
                                "(scenarios.<name>.config, worlds.<name>.scenario/seed)") from None
             raise RunError(f"{where}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-        return cls(
-            run_id=read.run_id,
-            status=read.status,
-            scenarios={name: entry.config for name, entry in read.scenarios.items()},
-            scenario_paths={name: Path(entry.path) for name, entry in read.scenarios.items()},
-            scenario_sha256={name: entry.sha256 for name, entry in read.scenarios.items()},
-            worlds={name: WorldInfo(name, w.scenario, w.replica, w.seed, w.rounds_completed, w.rounds_requested)
-                    for name, w in read.worlds.items()},
-            models=read.identity.get("models", []),
-            rounds_completed=read.rounds_completed,
-            rounds_requested=read.rounds_requested,
-            counts=read.counts,
-            failure_rates=read.failure_rate,
-            phases=read.phases,
-            tokens_generated=read.tokens_generated,
-            tokens_per_second=read.tokens_per_second,
-            wall_seconds=read.wall_seconds,
-        )
+
+    @property
+    def scenarios(self) -> dict[str, Scenario]:
+        """As the run was configured, by name."""
+        return {name: entry.config for name, entry in self.manifest.scenarios.items()}
+
+    @property
+    def scenario_paths(self) -> dict[str, Path]:
+        """Where each scenario file was (graph files resolve beside it)."""
+        return {name: Path(entry.path) for name, entry in self.manifest.scenarios.items()}
+
+    @property
+    def worlds(self) -> dict[str, WorldInfo]:
+        return {name: WorldInfo(name, w.scenario, w.replica, w.seed, w.rounds_completed, w.rounds_requested)
+                for name, w in self.manifest.worlds.items()}
 
     @property
     def model_names(self) -> str:
-        return ", ".join(f"{m.get('name')} ({m.get('backend', 'hf')})" for m in self.models)
+        models = self.manifest.identity.get("models", [])  # ModelRef dumps: name, backend, options
+        return ", ".join(f"{m.get('name')} ({m.get('backend', 'hf')})" for m in models)
 
     @property
     def rounds(self) -> str:
-        return f"{self.rounds_completed}/{self.rounds_requested}"
+        return f"{self.manifest.rounds_completed}/{self.manifest.rounds_requested}"
 
     @property
     def seeds(self) -> str:

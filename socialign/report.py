@@ -167,19 +167,19 @@ def revision_stats(exporter: Exporter) -> dict[str, RevisionStats]:
 
 def overview_section(report: Report, info: RunInfo) -> None:
     facts = [
-        ("run", info.run_id),
+        ("run", info.manifest.run_id),
         ("scenario", ", ".join(f"{s.name}: {s.description}" for s in info.scenarios.values())),
-        ("status", f"{info.status}, rounds {info.rounds}"),
+        ("status", f"{info.manifest.status}, rounds {info.rounds}"),
         ("worlds", ", ".join(f"{w.name} (seed {w.seed}, rounds {w.rounds_completed}/{w.rounds_requested})"
                              for w in info.worlds.values())),
         ("models", info.model_names),
-        ("records", ", ".join(f"{k} {v:,}" for k, v in info.counts.items())),
-        ("parse failures", ", ".join(f"{k} {v:.1%}" for k, v in info.failure_rates.items())),
-        ("generated", (f"{info.tokens_generated:,} tokens at {info.tokens_per_second:.1f} tokens/s, "
-                       f"wall time {info.wall_seconds:.0f} s")),
+        ("records", ", ".join(f"{k} {v:,}" for k, v in info.manifest.counts.items())),
+        ("parse failures", ", ".join(f"{k} {v:.1%}" for k, v in info.manifest.failure_rate.items())),
+        ("generated", (f"{info.manifest.tokens_generated:,} tokens at {info.manifest.tokens_per_second:.1f} tokens/s, "
+                       f"wall time {info.manifest.wall_seconds:.0f} s")),
     ]
     phases = [(phase, model, c.get("calls", 0), c.get("requests", 0), c.get("tokens", 0), c.get("seconds", 0.0))
-              for phase, models in info.phases.items() for model, c in models.items()]
+              for phase, models in info.manifest.phases.items() for model, c in models.items()]
     body = table(None, facts)
     if phases:
         body += "<h3>Generation per phase</h3>" + table(
@@ -383,7 +383,7 @@ def build_report(run_dir: str | Path, train_dirs: Sequence[str | Path] = (),
     store = RunStore.existing(run_dir)
     info = RunInfo.from_manifest(store.manifest(), str(store.root / MANIFEST))
     views = world_views(store, info)
-    report = Report(f"socialign run report: {info.run_id}")
+    report = Report(f"socialign run report: {info.manifest.run_id}")
     overview_section(report, info)
     for index, view in enumerate(views[:MAX_WORLDS]):
         several = len(views) > 1
